@@ -1,0 +1,342 @@
+"""TrajectoryStore: round trips, crash safety (torn lines, SIGKILL mid-append), refusals, numpy-only reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trajlab
+from trajlab.store import MissingEntryError, TrajectoryStore, open_stores
+
+N, L = 7, 2
+META = {"run": "test-run", "model": "tiny", "tokenizer": {"fingerprint": "tok123"}, "config": {"hidden": 8}}
+
+
+@dataclass
+class Probe:
+    """Duck-typed ProbeSet: what the store reads from a probe."""
+
+    texts: list[str] = field(default_factory=lambda: [f"text number {i} é" for i in range(N)])
+    fingerprint: str = "probe-abc"
+    name: str = "unit-probe"
+
+    @property
+    def n_bytes(self) -> np.ndarray:
+        return np.array([len(t.encode()) for t in self.texts])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "fingerprint": self.fingerprint, "texts": self.texts, "seed": 3}
+
+
+def ll_of(step: int, rows: int = L + 1) -> np.ndarray:
+    return np.random.default_rng(step).normal(-50, 10, size=(rows, N))  # (R, N)
+
+
+def new_store(tmp_path, name="s", **kw) -> TrajectoryStore:
+    return TrajectoryStore.create(
+        tmp_path / name, probe=kw.pop("probe", Probe()), meta=META, n_layers=L, **kw
+    )
+
+
+def snapshot_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "snapshots").iterdir())
+
+
+def test_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    sketches = {s: rng.normal(size=16) for s in (0, 5, 9)}
+    weights = {"layer.w": rng.normal(size=(4, 3)).astype(np.float32), "b": np.arange(5, dtype=np.float32)}
+    with new_store(tmp_path) as st:
+        st.append(0, ll_of(0), weight_sketch=sketches[0], sq_dists={}, source="ckpt-0", info={"sec": 1.5})
+        st.append(5, ll_of(5), weight_sketch=sketches[5], sq_dists={0: 2.5}, full_weights=weights)
+        st.append(7, ll_of(7)[L], layers=[-1])  # last layer only, no weights
+        st.append(9, ll_of(9)[[0, 2]], layers=[0, 2], weight_sketch=sketches[9], sq_dists={5: 1.25})
+        st.add_note("duplicate", {"step": 9, "same_as": 5})
+    st = TrajectoryStore.open(tmp_path / "s")
+    assert st.steps.dtype == np.int64 and st.steps.tolist() == [0, 5, 7, 9]
+    np.testing.assert_array_equal(st.loglik(-1), np.stack([ll_of(s)[L] for s in (0, 5, 7, 9)]))
+    np.testing.assert_array_equal(st.loglik(L), st.loglik())
+    with pytest.raises(ValueError, match=r"not stored for steps \[7, 9\]"):
+        st.loglik(1)
+    with pytest.raises(ValueError, match="not stored"):
+        st.loglik_all()
+    assert st.weight_steps.tolist() == [0, 5, 9]
+    np.testing.assert_array_equal(st.weight_sketch(), np.stack([sketches[s] for s in (0, 5, 9)]))
+    assert st.weight_sq_dist(5, 0) == st.weight_sq_dist(0, 5) == 2.5 and st.weight_sq_dist(9, 9) == 0.0
+    with pytest.raises(MissingEntryError, match="between steps 0 and 9"):
+        st.weight_sq_dist(0, 9)
+    np.testing.assert_array_equal(
+        st.weight_sq_dist_matrix(), [[0, 2.5, np.nan], [2.5, 0, 1.25], [np.nan, 1.25, 0]]
+    )
+    got = st.full_weights(5)
+    assert got.keys() == weights.keys() and all(np.array_equal(got[k], weights[k]) for k in weights)
+    with pytest.raises(MissingEntryError, match="no full weights"):
+        st.full_weights(0)
+    info = st.snapshot_info(0)
+    assert info["source"] == "ckpt-0" and info["info"] == {"sec": 1.5} and info["layers"] == [0, 1, 2]
+    ll_file = tmp_path / "s" / info["files"]["ll"]["name"]
+    assert info["files"]["ll"]["sha256"] == hashlib.sha256(ll_file.read_bytes()).hexdigest()
+    assert st.notes("duplicate")[0]["payload"] == {"step": 9, "same_as": 5}
+    assert (
+        st.meta["trajlab_version"] == trajlab.__version__ and st.meta["tokenizer"]["fingerprint"] == "tok123"
+    )
+    assert st.meta["probe_fingerprint"] == st.probe_fingerprint == "probe-abc" and st.n_layers == L
+    probe = st.probe()
+    assert probe.texts == Probe().texts and probe.to_dict()["seed"] == 3 and probe.name == "unit-probe"
+    np.testing.assert_array_equal(st.n_bytes, Probe().n_bytes)
+
+
+def test_all_layers_and_resume(tmp_path):
+    with new_store(tmp_path) as st:
+        for s in (1, 2):
+            st.append(s, ll_of(s))
+    with TrajectoryStore.open_or_create(tmp_path / "s", probe=Probe(), meta=META, n_layers=L) as st:
+        assert st.steps.tolist() == [1, 2]
+        st.append(3, ll_of(3))
+    st = TrajectoryStore.open(tmp_path / "s")
+    np.testing.assert_array_equal(st.loglik_all(), np.stack([ll_of(s) for s in (1, 2, 3)]))
+    np.testing.assert_array_equal(st.loglik(0), st.loglik_all()[:, 0])
+
+
+def read_with_numpy_alone(root: Path) -> tuple[list[int], np.ndarray]:
+    """The layout documented in trajlab/store.py, read without trajlab."""
+    meta = json.loads((root / "meta.json").read_text())
+    lines = [s for s in (root / "manifest.jsonl").read_text().splitlines(keepends=True) if s.endswith("\n")]
+    snaps = [e for e in map(json.loads, lines) if e["type"] == "snapshot"]
+    rows = [np.load(root / e["files"]["ll"]["name"])[e["layers"].index(meta["n_layers"])] for e in snaps]
+    return [e["step"] for e in snaps], np.stack(rows)
+
+
+def test_numpy_alone_reader_and_torn_last_line(tmp_path):
+    with new_store(tmp_path) as st:
+        for s in (10, 20, 30):
+            st.append(s, ll_of(s))
+    root = tmp_path / "s"
+    steps, ll = read_with_numpy_alone(root)
+    assert steps == [10, 20, 30]
+    np.testing.assert_array_equal(ll, TrajectoryStore.open(root).loglik())
+    manifest = root / "manifest.jsonl"
+    committed = manifest.read_bytes()
+    with open(manifest, "ab") as f:  # a crash cut the next line short
+        f.write(b'{"type": "snapshot", "step": 40, "lay')
+    assert TrajectoryStore.open(root).steps.tolist() == [10, 20, 30]
+    assert read_with_numpy_alone(root)[0] == [10, 20, 30]
+    with TrajectoryStore.open(root, writable=True) as st:  # the writer cuts the torn tail before appending
+        assert manifest.read_bytes() == committed
+        st.append(40, ll_of(40))
+    assert TrajectoryStore.open(root).steps.tolist() == [10, 20, 30, 40]
+    lines = manifest.read_bytes().split(b"\n")
+    manifest.write_bytes(b"\n".join(lines[:1] + [b"#garbage#"] + lines[2:]))
+    with pytest.raises(ValueError, match="line 2 is corrupted"):
+        TrajectoryStore.open(root)
+
+
+CHILD = """
+import sys, numpy as np
+from trajlab.store import TrajectoryStore
+sys.path.insert(0, {tests!r})
+from test_store import META, Probe, ll_of
+st = TrajectoryStore.open_or_create({root!r}, probe=Probe(), meta=META, n_layers=2)
+step = int(st.steps[-1]) + 1 if len(st) else 0
+while True:
+    w = np.random.default_rng(step).normal(size=(128, 128)).astype(np.float32)
+    st.append(step, ll_of(step), weight_sketch=w[0], sq_dists={{step - 1: float(step)}} if step else {{}},
+              full_weights={{"w": w}})
+    step += 1
+"""
+
+
+def test_sigkill_mid_append_leaves_complete_prefix(tmp_path):
+    root = tmp_path / "s"
+    new_store(tmp_path).close()
+    code = CHILD.format(tests=str(Path(__file__).parent), root=str(root))
+    rnd = random.Random(0)
+    for _ in range(6):
+        child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+        time.sleep(rnd.uniform(0.3, 0.9))
+        assert child.poll() is None, child.stderr.read().decode()
+        os.kill(child.pid, signal.SIGKILL)
+        child.communicate()  # reaps the child and closes its pipe
+        st = TrajectoryStore.open(root)
+        k = len(st)
+        assert st.steps.tolist() == list(range(k))
+        np.testing.assert_array_equal(
+            st.loglik_all(), np.stack([ll_of(s) for s in range(k)]).reshape(k, L + 1, N)
+        )
+        for s in range(k):
+            w = np.random.default_rng(s).normal(size=(128, 128)).astype(np.float32)
+            np.testing.assert_array_equal(st.full_weights(s)["w"], w)
+            np.testing.assert_array_equal(st.weight_sketch()[s], w[0])
+            assert s == 0 or st.weight_sq_dist(s - 1, s) == s
+    assert k >= 6  # the children did append between kills
+
+
+def test_refusals_leave_store_unchanged(tmp_path):
+    st = new_store(tmp_path)
+    st.append(5, ll_of(5), weight_sketch=np.ones(8))
+    root = tmp_path / "s"
+    before = ((root / "manifest.jsonl").read_bytes(), snapshot_files(root))
+    nan_at_1_4 = ll_of(6)
+    nan_at_1_4[1, 4] = np.nan
+    bad = {
+        "probe fingerprint other differs": dict(step=6, loglik=ll_of(6), probe_fingerprint="other"),
+        "step 5 is already in": dict(step=5, loglik=ll_of(5)),
+        "step 4 is below the last step 5": dict(step=4, loglik=ll_of(4)),
+        r"shape \(3, 8\), expected \(3, 7\)": dict(step=6, loglik=np.zeros((L + 1, N + 1))),
+        r"shape \(2, 7\), expected \(3, 7\)": dict(step=6, loglik=np.zeros((2, N))),
+        "must be distinct and increasing": dict(step=6, loglik=np.zeros((2, N)), layers=[2, 0]),
+        "layer 3 is out of range": dict(step=6, loglik=np.zeros(N), layers=[3]),
+        "step 6: loglik is not finite \\(nan\\) at text 4, layer 1": dict(step=6, loglik=nan_at_1_4),
+        "step 6: loglik is not finite \\(-inf\\) at text 2, layer 2": dict(
+            step=6, loglik=np.where(np.arange(N) == 2, -np.inf, 0.0)
+        ),
+        "of length 8 like earlier": dict(step=6, loglik=ll_of(6), weight_sketch=np.ones(9)),
+        "refers to step 3": dict(step=6, loglik=ll_of(6), sq_dists={3: 1.0}),
+        "must be finite and >= 0": dict(step=6, loglik=ll_of(6), sq_dists={5: -1.0}),
+        "full_weights must map": dict(step=6, loglik=ll_of(6), full_weights={"w": [1.0, 2.0]}),
+        "JSON-serialisable": dict(step=6, loglik=ll_of(6), info={"t": object()}),
+        "non-negative int": dict(step=-1, loglik=ll_of(6)),
+    }
+    for msg, kw in bad.items():
+        with pytest.raises(ValueError, match=msg):
+            st.append(kw.pop("step"), kw.pop("loglik"), **kw)
+    assert ((root / "manifest.jsonl").read_bytes(), snapshot_files(root)) == before
+    with pytest.raises(RuntimeError, match="already open for writing"):
+        TrajectoryStore.open(root, writable=True)
+    st.close()
+    with pytest.raises(PermissionError, match="read-only"):
+        TrajectoryStore.open(root).append(6, ll_of(6))
+    with pytest.raises(ValueError, match="probe fingerprint zzz differs"):
+        TrajectoryStore.open_or_create(root, probe=Probe(fingerprint="zzz"), meta=META, n_layers=L)
+    with pytest.raises(ValueError, match="n_layers 3 differs"):
+        TrajectoryStore.open_or_create(root, probe=Probe(), meta=META, n_layers=3)
+    with pytest.raises(ValueError, match="tokenizer fingerprint other differs from the store's tok123"):
+        TrajectoryStore.open_or_create(
+            root, probe=Probe(), meta=META | {"tokenizer": {"fingerprint": "other"}}, n_layers=L
+        )
+    with pytest.raises(FileExistsError, match="already a trajectory store"):
+        new_store(tmp_path)
+    with pytest.raises(ValueError, match="missing \\['config'\\]"):
+        TrajectoryStore.create(
+            tmp_path / "t", probe=Probe(), meta={k: META[k] for k in META if k != "config"}, n_layers=L
+        )
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(FileNotFoundError, match="no trajectory store"):
+        TrajectoryStore.open(tmp_path / "nope")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "x.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a trajectory store"):
+        TrajectoryStore.open(tmp_path / "plain")
+    with pytest.raises(FileExistsError, match="holds other files"):
+        new_store(tmp_path, "plain")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupted_snapshot_file_named_on_load(tmp_path, damage):
+    with new_store(tmp_path) as st:
+        st.append(1, ll_of(1))
+        st.append(2, ll_of(2))
+    path = tmp_path / "s" / TrajectoryStore.open(tmp_path / "s").snapshot_info(2)["files"]["ll"]["name"]
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-3] ^= 0x40
+    path.write_bytes(data if damage == "flip" else data[: len(data) // 2])
+    st = TrajectoryStore.open(tmp_path / "s")
+    with pytest.raises(ValueError, match=f"{path.name} is truncated or corrupted"):
+        st.loglik()
+
+
+def test_orphans_ignored_then_cleaned(tmp_path):
+    with new_store(tmp_path) as st:
+        st.append(1, ll_of(1))
+    snaps = tmp_path / "s" / "snapshots"
+    (snaps / "step_00000002.ll.npy").write_bytes(b"half")
+    (snaps / ".step_00000002.sketch.npy.tmp").write_bytes(b"half")
+    assert TrajectoryStore.open(tmp_path / "s").steps.tolist() == [1]
+    with TrajectoryStore.open(tmp_path / "s", writable=True) as st:
+        assert snapshot_files(tmp_path / "s") == ["step_00000001.ll.npy"]
+        st.append(2, ll_of(2))
+    np.testing.assert_array_equal(TrajectoryStore.open(tmp_path / "s").loglik(), [ll_of(1)[L], ll_of(2)[L]])
+
+
+def create_error_as_unprivileged(target: Path) -> str:
+    """Try to create a store at `target`; under root, in a forked child that drops to uid nobody."""
+
+    def attempt() -> str:
+        try:
+            TrajectoryStore.create(target, probe=Probe(), meta=META, n_layers=L)
+            return "created"
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+
+    if os.geteuid() != 0:
+        return attempt()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop privileges so file modes apply, report, exit without pytest teardown
+        os.close(r)
+        os.setgid(65534)
+        os.setuid(65534)
+        os.write(w, attempt().encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        msg = f.read()
+    os.waitpid(pid, 0)
+    return msg
+
+
+def test_unwritable_directory_refused_before_writing():
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's tmp_path is private to root; nobody must reach this
+    try:
+        (base / "ro").mkdir()
+        for d in (base, base / "ro"):
+            d.chmod(0o755)
+        (base / "ro").chmod(0o555)
+        for target in (base / "ro", base / "ro" / "new" / "store"):
+            msg = create_error_as_unprivileged(target)
+            assert msg.startswith("PermissionError") and "is not a writable directory" in msg, msg
+        assert list((base / "ro").iterdir()) == []
+    finally:
+        (base / "ro").chmod(0o755)
+        for p in sorted(base.rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+        base.rmdir()
+
+
+def test_open_stores_requires_same_probe(tmp_path):
+    new_store(tmp_path, "a").close()
+    new_store(tmp_path, "b").close()
+    new_store(tmp_path, "c", probe=Probe(fingerprint="other-fp")).close()
+    assert [s.path.name for s in open_stores([tmp_path / "a", tmp_path / "b"])] == ["a", "b"]
+    with pytest.raises(ValueError, match=f"{tmp_path / 'a'} has probe-abc, {tmp_path / 'c'} has other-fp"):
+        open_stores([tmp_path / "a", tmp_path / "c"])
+
+
+def test_store_works_without_torch(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        sys.modules["torch"] = None  # any torch import now fails
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_store import new_store, ll_of
+        from pathlib import Path
+        st = new_store(Path({str(tmp_path)!r}))
+        st.append(0, ll_of(0), full_weights={{"w": np.ones(3, np.float32)}})
+        assert st.full_weights(0)["w"].sum() == 3 and st.loglik().shape == (1, 7)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
