@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every scripts/bench_*.py and print one table of the ratios they report (lines containing "RATIO").
+# Run every scripts/bench_*.py and print one table of the ratios they report (lines that mention a ratio or a goal).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -20,7 +20,7 @@ printf '%-18s %s\n' "benchmark" "ratio (as printed)"
 printf '%-18s %s\n' "---------" "------------------"
 for log in "$tmp"/*.log; do
   name=$(basename "$log" .log)
-  grep -h "RATIO" "$log" | sed 's/^.*RATIO *//' | while IFS= read -r line; do printf '%-18s %s\n' "$name" "$line"; done
+  grep -hiE "ratio|goal" "$log" | while IFS= read -r line; do printf '%-18s %s\n' "$name" "$line"; done
 done
 echo "(full logs in $tmp)"
 exit $status

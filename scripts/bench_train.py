@@ -98,7 +98,7 @@ def main() -> None:
           f"torch_threads={torch.get_num_threads()}")
     print(f"lightning tokens/s: {statistics.median(lit):,.0f}  (runs: {', '.join(f'{x:,.0f}' for x in lit)})")
     print(f"bare torch tokens/s: {statistics.median(bare):,.0f}  (runs: {', '.join(f'{x:,.0f}' for x in bare)})")
-    print(f"RATIO train lightning/bare = {ratio:.3f}  (goal >= 0.9)")
+    print(f"ratio train lightning/bare = {ratio:.3f}  (goal >= 0.9)")
 
 
 if __name__ == "__main__":
