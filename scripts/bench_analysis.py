@@ -1,0 +1,60 @@
+"""Benchmark: KL matrix + PCA map against one (K, N) x (N, K) matrix product, side by side in one run.
+
+    python scripts/bench_analysis.py [--k 2000] [--n 10000] [--repeats 3]
+
+Prints the best-of-repeats time of each part and the ratio (kl_matrix + PCA) / (Q @ Q.T); the goal is <= 2.
+Also prints the cost of kl_matrix(..., return_se=True) relative to the same product. On a machine shared with
+other jobs, run with OPENBLAS_NUM_THREADS=1: contended BLAS threads slow LAPACK calls far more than Q @ Q.T.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from trajlab import analysis as ta
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=int, default=2000, help="models / checkpoints (rows)")
+    parser.add_argument("--n", type=int, default=10000, help="texts (columns)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    # LL-like: per-text difficulty plus a random-walk trajectory
+    ll = -700 + 100 * rng.normal(size=args.n) + np.cumsum(rng.normal(size=(args.k, args.n)), axis=0)
+    n_bytes = rng.integers(257, 1025, size=args.n)
+    q = ta.double_center(ll)
+
+    t_ref = best_time(lambda: q @ q.T, args.repeats)
+    t_kl = best_time(lambda: ta.kl_matrix(ll, n_bytes), args.repeats)
+    t_pca = best_time(lambda: ta.embed(ll, "pca", 2, n_bytes), args.repeats)
+    t_se = best_time(lambda: ta.kl_matrix(ll, n_bytes, return_se=True), 1)
+    threads = {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
+    print(f"K={args.k} N={args.n}, best of {args.repeats}, BLAS threads {threads}")
+    rows = [
+        ("Q @ Q.T", t_ref, ""),
+        ("kl_matrix", t_kl, f"({t_kl / t_ref:.2f}x)"),
+        ("embed pca (2-D)", t_pca, f"({t_pca / t_ref:.2f}x)"),
+        ("kl_matrix + pca", t_kl + t_pca, f"ratio {(t_kl + t_pca) / t_ref:.2f}x (goal <= 2)"),
+        ("kl_matrix(return_se=True)", t_se, f"({t_se / t_ref:.2f}x, one run)"),
+    ]
+    for name, t, note in rows:
+        print(f"  {name:<28}{t:8.3f} s   {note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""analyze(): every number for a set of stores, written as summary.json, CSV tables and PNG figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trajlab import analysis as ta
+from trajlab.store import TrajectoryStore, open_stores
+
+N = 400
+RNG = np.random.default_rng(0)
+DIFFICULTY = -500 + 40 * RNG.normal(size=N)
+N_BYTES = RNG.integers(300, 1024, size=N)
+TO_BITS = 1 / (N_BYTES.mean() * np.log(2))
+
+
+class Probe:
+    """The probe fields a TrajectoryStore records (a ProbeSet stand-in: no tokenizer needed here)."""
+
+    def __init__(self, fingerprint: str = "probe-A"):
+        self.name, self.fingerprint = "synthetic", fingerprint
+        self.texts = [f"text {i}" for i in range(N)]
+        self.n_bytes = N_BYTES
+
+    def to_dict(self) -> dict:
+        return {"kind": "synthetic"}
+
+
+def write_store(path: Path, run: str, steps, ll_layers, meta=None, weights=None, exact=True, probe=None):
+    """Writes a real store: ll_layers (K, 4, N) holds layers 0..3, or (K, 1, N) the last layer only."""
+    store = TrajectoryStore.create(
+        path / run,
+        probe=probe or Probe(),
+        meta={"run": run, "model": {}, "tokenizer": {"fingerprint": "tok"}, "config": {}, **(meta or {})},
+        n_layers=3,
+    )
+    for i, step in enumerate(steps):
+        kw = {}
+        if weights is not None:
+            kw["weight_sketch"] = (
+                weights[i] @ np.random.default_rng(9).normal(size=(weights.shape[1], 64)) / 8
+            )
+            if exact:
+                kw["sq_dists"] = {
+                    int(steps[j]): float(((weights[i] - weights[j]) ** 2).sum()) for j in range(i)
+                }
+        layers = list(range(4)) if ll_layers.shape[1] == 4 else [3]
+        store.append(int(step), ll_layers[i], layers=layers, **kw)
+    store.close()
+    return path / run
+
+
+def brownian_ll(k: int, seed: int) -> np.ndarray:
+    return DIFFICULTY + np.cumsum(np.random.default_rng(seed).normal(size=(k, N)) * 0.3, axis=0)
+
+
+def ballistic_weights(k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 5 + np.arange(1, k + 1)[:, None] * rng.normal(size=300) + 1e-3 * rng.normal(size=(k, 300))
+
+
+def direct_kl(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.var(a - b) / 2 * TO_BITS)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stores")
+    steps = np.arange(1, 21) * 1000
+    base_ll = brownian_ll(20, 1)
+    layers = np.stack(
+        [base_ll - 3 * (3 - la) * np.random.default_rng(la).normal(size=N) for la in range(4)], axis=1
+    )
+    meta = {"preset": "tiny", "seed": 1}
+    paths = [
+        write_store(root, "base", steps, layers, meta, ballistic_weights(20, 2)),
+        write_store(
+            root,
+            "seed2",
+            steps,
+            brownian_ll(20, 3)[:, None],
+            {**meta, "seed": 2},
+            ballistic_weights(20, 4),
+            exact=False,
+        ),
+        write_store(
+            root, "ft", [0, 50, 100], brownian_ll(3, 5)[:, None], {"parent": {"run": "base", "step": 6000}}
+        ),
+    ]
+    return open_stores(paths)
+
+
+@pytest.fixture(scope="module")
+def result(stores, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysis") / "out"
+    return ta.analyze(stores, out, tsne=False), out
+
+
+def test_files_written(result):
+    summary, out = result
+    names = {
+        "summary.json",
+        "snapshots.csv",
+        "exponents.csv",
+        "exponent_summary.csv",
+        "spiral.csv",
+        "layer_threads.csv",
+        "comparison.csv",
+        "finetune_vs_base.csv",
+        "kl_matrix_base.csv",
+        "kl_matrix_seed2.csv",
+        "kl_matrix_ft.csv",
+        "map_base.png",
+        "threads_base.png",
+        "diffusion_base.png",
+        "map_seed2.png",
+        "diffusion_seed2.png",
+        "map_ft.png",
+        "diffusion_ft.png",
+        "map_all.png",
+    }
+    assert {p.name for p in out.iterdir()} == names
+    assert set(summary["figures"]) | set(summary["tables"]) | {"summary.json"} == names
+    assert all((out / f).read_bytes()[:4] == b"\x89PNG" for f in summary["figures"])
+    strict = json.loads(
+        (out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}")
+    )
+    assert strict == summary
+
+
+def test_per_store_numbers(result, stores):
+    summary, _ = result
+    base = summary["runs"]["base"]
+    ll = stores[0].loglik()
+    direct = np.array([[direct_kl(a, b) for b in ll] for a in ll])
+    np.testing.assert_allclose(base["kl_matrix"], direct, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(base["consecutive_kl"], np.diagonal(direct, 1), rtol=1e-9)
+    np.testing.assert_allclose(base["kl_to_first"], direct[0], rtol=1e-9, atol=1e-15)
+    assert summary["units"] == "bits/byte" and summary["mean_bytes"] == pytest.approx(N_BYTES.mean())
+    xy = np.array(base["maps"]["pca"]["coords"])
+    assert base["maps"]["pca"]["spiral"] == pytest.approx(ta.spiral_stats(xy))
+    # Brownian LL path: c ~ 1; ballistic weights: c ~ 2 (exact distances here, the sketch for seed2)
+    assert abs(base["diffusion"]["ll"]["summary"]["median"] - 1) < 0.2
+    assert base["diffusion"]["weight"]["source"] == "exact"
+    assert abs(base["diffusion"]["weight"]["summary"]["median"] - 2) < 0.05
+    seed2 = summary["runs"]["seed2"]
+    assert seed2["diffusion"]["weight"]["source"] == "sketch"
+    assert abs(seed2["diffusion"]["weight"]["summary"]["median"] - 2) < 0.05
+    assert any("sketch" in n for n in seed2["notes"]) and any("layer threads" in n for n in seed2["notes"])
+    ft = summary["runs"]["ft"]
+    assert ft["diffusion"]["ll"]["summary"]["n"] == 0 and "weight" not in ft["diffusion"]
+
+
+def test_layer_threads_numbers(result, stores):
+    lt = result[0]["runs"]["base"]["layer_threads"]
+    layers = np.stack([stores[0].loglik(layer=la) for la in range(4)], axis=1)  # (K, 4, N)
+    adjacent = [[direct_kl(s[la], s[la + 1]) for la in range(3)] for s in layers]
+    np.testing.assert_allclose(lt["adjacent_kl"], adjacent, rtol=1e-9)
+    assert np.array(lt["coords"]).shape == (20, 4, 2)
+
+
+def test_cross_store_tables(result, stores):
+    summary, out = result
+    rows = {(r["kind"], r["a"], r["b"]): r for r in summary["comparison"]}
+    base, seed2, ft = (s.loglik() for s in stores)
+    assert rows[("seed", "base", "seed2")]["kl_bits_per_byte"] == pytest.approx(
+        direct_kl(base[-1], seed2[-1])
+    )
+    assert rows[("finetune", "ft", "base")]["kl_bits_per_byte"] == pytest.approx(direct_kl(ft[-1], base[5]))
+    fvb = summary["finetune_vs_base"]
+    assert fvb["pair_labels"] == [["ft@100", "base@6000"]]
+    assert fvb["pairs"]["median"] == pytest.approx(direct_kl(ft[-1], base[5]))
+    with open(out / "snapshots.csv") as f:
+        snaps = list(csv.DictReader(f))
+    assert len(snaps) == 43
+    first = [r for r in snaps if r["run"] == "seed2"][4]
+    assert float(first["kl_to_first (bits/byte)"]) == pytest.approx(direct_kl(seed2[4], seed2[0]))
+
+
+def test_cleaning_options_and_nats(stores, tmp_path):
+    summary = ta.analyze(
+        stores[:2],
+        tmp_path / "o",
+        n_bytes_units=False,
+        drop_jump_fraction=0.05,
+        clip_quantile=0.02,
+        tsne=False,
+    )
+    (a, b), nb, kept = ta.prepare(
+        [s.loglik() for s in stores[:2]], N_BYTES, clip_quantile=0.02, drop_jump_fraction=0.05
+    )
+    assert summary["n_texts_kept"] == kept.sum() == N - 20 and summary["units"] == "nats/text"
+    assert summary["mean_bytes"] == pytest.approx(nb.mean())
+    assert summary["runs"]["seed2"]["kl_matrix"][0][7] == pytest.approx(np.var(b[0] - b[7]) / 2)
+
+
+def test_tsne_map(stores, tmp_path):
+    summary = ta.analyze(stores[2:], tmp_path / "t", tsne=True)
+    xy = np.array(summary["runs"]["ft"]["maps"]["tsne"]["coords"])
+    assert xy.shape == (3, 2) and summary["joint_map"] is None
+
+
+def test_bad_inputs_write_nothing(stores, tmp_path):
+    out = tmp_path / "never"
+    path = write_store(tmp_path, "other", [0, 1, 2], brownian_ll(3, 7)[:, None], probe=Probe("probe-B"))
+    other = TrajectoryStore.open(path)
+    with pytest.raises(ValueError, match="different probe sets"):
+        ta.analyze([stores[0], other], out)
+    with pytest.raises(ValueError, match="distinct run names"):
+        ta.analyze([stores[2], stores[2]], out)
+    with pytest.raises(ValueError, match="at least one"):
+        ta.analyze([], out)
+    empty = TrajectoryStore.open(write_store(tmp_path, "empty", [], np.zeros((0, 1, N))))
+    with pytest.raises(ValueError, match="hold no snapshots"):
+        ta.analyze([empty], out)
+    assert not out.exists()
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(ValueError, match="not a folder"):
+        ta.analyze(stores[2:], tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "keep me"

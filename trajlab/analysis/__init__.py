@@ -1,0 +1,39 @@
+"""Analysis of LM trajectories from log-likelihood vectors: KL, maps, spirals, layer threads, diffusion.
+
+numpy / scipy / scikit-learn / matplotlib only (no torch), so stores can be analysed on any machine.
+
+    from trajlab import analysis as ta
+    kl = ta.kl_matrix(ll, n_bytes)                  # (K, K) bits per byte
+    xy = ta.embed(ll, "tsne", 2, n_bytes)            # (K, 2)
+    fits = ta.diffusion_exponents(kl, steps)         # one local exponent per start snapshot
+    ta.analyze(stores, "out/")                       # every number, CSV tables and figures
+"""
+
+from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
+from trajlab.analysis.kl import double_center, kl_matrix, kl_paired, prepare
+from trajlab.analysis.maps import classical_mds, embed
+from trajlab.analysis.spiral import fit_center, spiral_stats, winding
+from trajlab.analysis.summary import analyze
+from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base
+from trajlab.analysis.threads import layer_map, layer_threads
+
+__all__ = [
+    "Trajectory",
+    "analyze",
+    "classical_mds",
+    "comparison_table",
+    "diffusion_exponents",
+    "double_center",
+    "embed",
+    "finetune_vs_base",
+    "fit_center",
+    "kl_matrix",
+    "kl_paired",
+    "layer_map",
+    "layer_threads",
+    "pairwise_sq_dist",
+    "prepare",
+    "spiral_stats",
+    "summarize_exponents",
+    "winding",
+]

@@ -1,0 +1,104 @@
+"""Low-dimensional maps of models from their LL vectors: PCA, classical MDS and t-SNE.
+
+All three work in KL units: the coordinates are scaled so that squared Euclidean distance between two models
+in the full space equals the estimated KL (nats per text, or bits per byte with n_bytes). PCA and classical
+MDS then give the same map (MDS double-centres -D/2 with D = KL, which is Q Q^T up to that scale).
+Orientation: each axis is flipped so that the last row lies at a larger coordinate than the first, which makes
+maps of one trajectory comparable across methods and runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.manifold import TSNE
+from sklearn.utils.extmath import randomized_svd
+
+from trajlab.analysis.kl import as_ll, double_center, kl_matrix, kl_unit_factor
+
+METHODS = ("pca", "mds", "tsne")
+
+
+def _oriented(xy: np.ndarray) -> np.ndarray:
+    """Returns xy with each axis flipped so that last row >= first row on it."""
+    return xy * np.where(xy[-1] >= xy[0], 1.0, -1.0)
+
+
+def kl_coordinates(ll: np.ndarray, n_bytes: np.ndarray | None = None) -> np.ndarray:
+    """Returns Q * sqrt(unit factor / 2N), (K, N): squared distances between its rows are KL estimates."""
+    q = double_center(ll)
+    return q * np.sqrt(kl_unit_factor(n_bytes, q.shape[1]) / (2.0 * q.shape[1]))
+
+
+def classical_mds(sq_dist: np.ndarray, dim: int = 2) -> np.ndarray:
+    """Returns (K, dim) classical (Torgerson) MDS coordinates whose squared distances approximate sq_dist.
+
+    B = -J D J / 2 with J the centring matrix; coordinates are the top eigenvectors times sqrt(eigenvalue).
+    Negative eigenvalues (a non-Euclidean D) are set to 0.
+
+    Args:
+        sq_dist: (K, K) symmetric matrix of squared distances (e.g. a KL matrix), finite.
+        dim: output dimension, 1 <= dim < K.
+    """
+    d = np.asarray(sq_dist, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"sq_dist must be a square (K, K) matrix, got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError("sq_dist must be finite; MDS cannot use NaN (unknown) distances")
+    k = d.shape[0]
+    if not 1 <= dim < k:
+        raise ValueError(f"dim must be in [1, K-1] = [1, {k - 1}] for K={k} points, got {dim}")
+    b = -0.5 * (d - d.mean(axis=0) - d.mean(axis=1)[:, None] + d.mean())  # (K, K)
+    w, v = np.linalg.eigh((b + b.T) / 2)
+    top = np.argsort(w)[::-1][:dim]
+    return _oriented(v[:, top] * np.sqrt(np.maximum(w[top], 0.0)))
+
+
+def embed(
+    ll: np.ndarray,
+    method: str = "pca",
+    dim: int = 2,
+    n_bytes: np.ndarray | None = None,
+    *,
+    perplexity: float | None = None,
+    random_state: int = 42,
+) -> np.ndarray:
+    """Returns (K, dim) map coordinates of the K models (rows of ll).
+
+    Methods:
+      - "pca": top principal components of the double-centred Q scaled to KL units, by a randomized SVD
+        (sklearn; 10 oversamples, 5 power iterations, fixed seed): about half the time of the KL matrix's
+        Q Q^T at K=2000, N=10000 (scripts/bench_analysis.py). Its error in the top components shrinks like
+        (s_{dim+11} / s_dim)^11 in the singular values s: ~1e-8 relative for a random-walk trajectory
+        (s_j ~ 1/j); a flat spectrum (no dominant directions) gives a map that is not worth reading anyway.
+      - "mds": classical MDS of the KL matrix; equals "pca" up to rounding.
+      - "tsne": scikit-learn t-SNE on Q scaled to KL units (squared Euclidean distance = KL), init="pca",
+        learning_rate="auto", random_state=42 as in the papers; perplexity defaults to min(30, K - 1) (the
+        papers use 30, and 20 for fine-tuning sets; sklearn needs perplexity < K). Needs K >= 3, dim 2 or 3.
+
+    Args:
+        ll: (K, N) LL vectors.
+        method: "pca", "mds" or "tsne".
+        dim: map dimension (2 or 3 for plots); needs K > dim.
+        n_bytes: optional (N,) byte counts; sets the scale to bits per byte (only the scale changes).
+        perplexity: t-SNE perplexity, default min(30, K - 1).
+        random_state: t-SNE seed.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    a = as_ll(ll)
+    k = a.shape[0]
+    if not 1 <= dim < k:
+        raise ValueError(f"a {dim}-D map needs more than {dim} models, got K={k}")
+    if method == "mds":
+        return classical_mds(kl_matrix(a, n_bytes), dim)
+    x = kl_coordinates(a, n_bytes)  # (K, N)
+    if method == "pca":
+        u, s, _ = randomized_svd(x, dim, n_oversamples=10, n_iter=5, random_state=0)
+        return _oriented(u * s)
+    if dim not in (2, 3) or k < 3:
+        raise ValueError(f"t-SNE needs dim 2 or 3 and at least 3 models, got dim={dim}, K={k}")
+    perp = min(30.0, k - 1.0) if perplexity is None else float(perplexity)
+    if not 0 < perp < k:
+        raise ValueError(f"t-SNE perplexity must be in (0, K={k}), got {perp}")
+    tsne = TSNE(dim, perplexity=perp, init="pca", learning_rate="auto", random_state=random_state)
+    return _oriented(tsne.fit_transform(x))
