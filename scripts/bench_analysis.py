@@ -2,9 +2,11 @@
 
     python scripts/bench_analysis.py [--k 2000] [--n 10000] [--repeats 3]
 
-Prints the best-of-repeats time of each part and the ratio (kl_matrix + PCA) / (Q @ Q.T); the goal is <= 2.
-Also prints the cost of kl_matrix(..., return_se=True) relative to the same product. On a machine shared with
-other jobs, run with OPENBLAS_NUM_THREADS=1: contended BLAS threads slow LAPACK calls far more than Q @ Q.T.
+Prints the best-of-repeats time of each part and the ratios to Q @ Q.T (goal: kl_matrix + PCA <= 2x):
+  - PCA from the KL matrix (classical_mds(kl) == PCA of Q; what analyze() does);
+  - PCA standalone, embed(ll, "pca"), which builds its own Gram matrix.
+Also prints the cost of kl_matrix(..., return_se=True). On a machine shared with other jobs, compare runs with
+OPENBLAS_NUM_THREADS=1 too: contended BLAS threads slow small LAPACK calls far more than Q @ Q.T.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def main() -> None:
 
     t_ref = best_time(lambda: q @ q.T, args.repeats)
     t_kl = best_time(lambda: ta.kl_matrix(ll, n_bytes), args.repeats)
+    kl = ta.kl_matrix(ll, n_bytes)
+    t_mds = best_time(lambda: ta.classical_mds(kl, 2), args.repeats)
     t_pca = best_time(lambda: ta.embed(ll, "pca", 2, n_bytes), args.repeats)
     t_se = best_time(lambda: ta.kl_matrix(ll, n_bytes, return_se=True), 1)
     threads = {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
@@ -48,12 +52,14 @@ def main() -> None:
     rows = [
         ("Q @ Q.T", t_ref, ""),
         ("kl_matrix", t_kl, f"({t_kl / t_ref:.2f}x)"),
-        ("embed pca (2-D)", t_pca, f"({t_pca / t_ref:.2f}x)"),
-        ("kl_matrix + pca", t_kl + t_pca, f"ratio {(t_kl + t_pca) / t_ref:.2f}x (goal <= 2)"),
+        ("PCA from KL (classical_mds)", t_mds, f"({t_mds / t_ref:.2f}x)"),
+        ("embed(ll, 'pca')", t_pca, f"({t_pca / t_ref:.2f}x)"),
+        ("kl_matrix + PCA from KL", t_kl + t_mds, f"ratio {(t_kl + t_mds) / t_ref:.2f}x (goal <= 2)"),
+        ("kl_matrix + embed pca", t_kl + t_pca, f"ratio {(t_kl + t_pca) / t_ref:.2f}x (standalone PCA)"),
         ("kl_matrix(return_se=True)", t_se, f"({t_se / t_ref:.2f}x, one run)"),
     ]
     for name, t, note in rows:
-        print(f"  {name:<28}{t:8.3f} s   {note}")
+        print(f"  {name:<30}{t:8.3f} s   {note}")
 
 
 if __name__ == "__main__":

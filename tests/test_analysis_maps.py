@@ -36,6 +36,16 @@ def test_pca_matches_exact_svd(walk):
     assert (xy[-1] >= xy[0]).all()  # orientation convention
 
 
+def test_pca_with_more_models_than_texts(walk):
+    wide = walk[:, :25]  # K=40 > N=25: eigenpairs of Q^T Q instead of Q Q^T
+    same_up_to_sign(ta.embed(wide, "pca", 2), exact_pca(wide, 2), rtol=1e-6)
+
+
+def test_identical_models_map_to_one_point(walk):
+    xy = ta.embed(np.repeat(walk[:1], 4, axis=0), "pca", 2)
+    assert xy.shape == (4, 2) and (xy == 0).all()
+
+
 def test_mds_of_kl_equals_pca(walk):
     same_up_to_sign(ta.embed(walk, "mds", 2), ta.embed(walk, "pca", 2), rtol=1e-6)
 

@@ -143,6 +143,7 @@ def test_per_store_numbers(result, stores):
     np.testing.assert_allclose(base["kl_to_first"], direct[0], rtol=1e-9, atol=1e-15)
     assert summary["units"] == "bits/byte" and summary["mean_bytes"] == pytest.approx(N_BYTES.mean())
     xy = np.array(base["maps"]["pca"]["coords"])
+    np.testing.assert_allclose(xy, ta.embed(ll, "pca", 2, N_BYTES), rtol=1e-6, atol=1e-9 * np.abs(xy).max())
     assert base["maps"]["pca"]["spiral"] == pytest.approx(ta.spiral_stats(xy))
     # Brownian LL path: c ~ 1; ballistic weights: c ~ 2 (exact distances here, the sketch for seed2)
     assert abs(base["diffusion"]["ll"]["summary"]["median"] - 1) < 0.2

@@ -101,8 +101,8 @@ def kl_matrix(
         n_bytes: optional (N,) UTF-8 byte counts per text; if given, the result is in bits per byte.
         return_se: also return the standard error of each entry: the delta-method SE of a sample variance,
             sqrt((m4 - s^4) / N) / 2 with s^2, m4 the second and fourth central moments of l_i - l_j. It costs
-            two more (K, N) x (N, K) products and two (K, N) copies: about 5x the time of the KL matrix
-            alone (K=2000, N=10000: ~6 s on one core vs ~1.2 s).
+            two more (K, N) x (N, K) products (one of them not symmetric) and two (K, N) copies: about 5x
+            the time of the KL matrix alone (scripts/bench_analysis.py).
 
     Returns:
         The (K, K) KL matrix, or (KL, SE) if return_se.

@@ -10,8 +10,8 @@ maps of one trajectory comparable across methods and runs.
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse.linalg import eigsh
 from sklearn.manifold import TSNE
-from sklearn.utils.extmath import randomized_svd
 
 from trajlab.analysis.kl import as_ll, double_center, kl_matrix, kl_unit_factor
 
@@ -21,6 +21,20 @@ METHODS = ("pca", "mds", "tsne")
 def _oriented(xy: np.ndarray) -> np.ndarray:
     """Returns xy with each axis flipped so that last row >= first row on it."""
     return xy * np.where(xy[-1] >= xy[0], 1.0, -1.0)
+
+
+def _top_eigenpairs(gram: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns the top dim eigenvalues (dim,) and eigenvectors (M, dim) of a symmetric PSD (M, M) matrix.
+
+    Lanczos (ARPACK) to machine precision, from a fixed random start: milliseconds for M in the thousands,
+    where a dense eigendecomposition costs O(M^3). A zero matrix has zero eigenvalues and arbitrary vectors.
+    """
+    m = len(gram)
+    if not gram.any():
+        return np.zeros(dim), np.eye(m)[:, :dim]
+    w, v = eigsh(gram, k=dim, which="LA", v0=np.random.default_rng(0).normal(size=m), tol=0)
+    order = np.argsort(w)[::-1]
+    return np.maximum(w[order], 0.0), v[:, order]
 
 
 def kl_coordinates(ll: np.ndarray, n_bytes: np.ndarray | None = None) -> np.ndarray:
@@ -48,9 +62,8 @@ def classical_mds(sq_dist: np.ndarray, dim: int = 2) -> np.ndarray:
     if not 1 <= dim < k:
         raise ValueError(f"dim must be in [1, K-1] = [1, {k - 1}] for K={k} points, got {dim}")
     b = -0.5 * (d - d.mean(axis=0) - d.mean(axis=1)[:, None] + d.mean())  # (K, K)
-    w, v = np.linalg.eigh((b + b.T) / 2)
-    top = np.argsort(w)[::-1][:dim]
-    return _oriented(v[:, top] * np.sqrt(np.maximum(w[top], 0.0)))
+    w, v = _top_eigenpairs((b + b.T) / 2, dim)
+    return _oriented(v * np.sqrt(w))
 
 
 def embed(
@@ -65,11 +78,10 @@ def embed(
     """Returns (K, dim) map coordinates of the K models (rows of ll).
 
     Methods:
-      - "pca": top principal components of the double-centred Q scaled to KL units, by a randomized SVD
-        (sklearn; 10 oversamples, 5 power iterations, fixed seed): about half the time of the KL matrix's
-        Q Q^T at K=2000, N=10000 (scripts/bench_analysis.py). Its error in the top components shrinks like
-        (s_{dim+11} / s_dim)^11 in the singular values s: ~1e-8 relative for a random-walk trajectory
-        (s_j ~ 1/j); a flat spectrum (no dominant directions) gives a map that is not worth reading anyway.
+      - "pca": top principal components of the double-centred Q scaled to KL units: exact top eigenpairs
+        (Lanczos) of the (K, K) Gram matrix Q Q^T (or of Q^T Q if K > N). Costs one Q Q^T, like the KL
+        matrix; with a KL matrix at hand, classical_mds(kl) gives the same map for the cost of the Lanczos
+        step alone (analyze() does that).
       - "mds": classical MDS of the KL matrix; equals "pca" up to rounding.
       - "tsne": scikit-learn t-SNE on Q scaled to KL units (squared Euclidean distance = KL), init="pca",
         learning_rate="auto", random_state=42 as in the papers; perplexity defaults to min(30, K - 1) (the
@@ -93,8 +105,13 @@ def embed(
         return classical_mds(kl_matrix(a, n_bytes), dim)
     x = kl_coordinates(a, n_bytes)  # (K, N)
     if method == "pca":
-        u, s, _ = randomized_svd(x, dim, n_oversamples=10, n_iter=5, random_state=0)
-        return _oriented(u * s)
+        if dim >= x.shape[1]:
+            raise ValueError(f"a {dim}-D PCA map needs more than {dim} texts, got N={x.shape[1]}")
+        if k <= x.shape[1]:
+            w, u = _top_eigenpairs(x @ x.T, dim)  # (K, K) Gram: scores U S = u sqrt(w)
+            return _oriented(u * np.sqrt(w))
+        _, v = _top_eigenpairs(x.T @ x, dim)  # (N, N) when there are more models than texts
+        return _oriented(x @ v)
     if dim not in (2, 3) or k < 3:
         raise ValueError(f"t-SNE needs dim 2 or 3 and at least 3 models, got dim={dim}, K={k}")
     perp = min(30.0, k - 1.0) if perplexity is None else float(perplexity)

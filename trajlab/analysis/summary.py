@@ -12,7 +12,7 @@ import numpy as np
 
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
 from trajlab.analysis.kl import kl_matrix, prepare
-from trajlab.analysis.maps import embed
+from trajlab.analysis.maps import classical_mds, embed
 from trajlab.analysis.outputs import write_summary
 from trajlab.analysis.spiral import spiral_stats
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base
@@ -117,10 +117,10 @@ def _store_summary(
         "notes": notes,
     }
     if len(steps) >= 3:
-        methods = ["pca", "tsne"] if tsne else ["pca"]
-        for m in methods:
-            xy = embed(ll, m, 2, n_bytes)
-            rec["maps"][m] = {"coords": xy, "spiral": spiral_stats(xy)}
+        maps = {"pca": classical_mds(kl, 2)}  # = PCA of Q in KL units (maps.py), from the KL matrix at hand
+        if tsne:
+            maps["tsne"] = embed(ll, "tsne", 2, n_bytes)
+        rec["maps"] = {m: {"coords": xy, "spiral": spiral_stats(xy)} for m, xy in maps.items()}
     else:
         notes.append(f"maps: need at least 3 snapshots, store has {len(steps)}")
     layers = _layer_ll(store, kept, notes)
