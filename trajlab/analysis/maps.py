@@ -74,6 +74,7 @@ def embed(
     *,
     perplexity: float | None = None,
     random_state: int = 42,
+    max_iter: int = 1000,
 ) -> np.ndarray:
     """Returns (K, dim) map coordinates of the K models (rows of ll).
 
@@ -94,6 +95,7 @@ def embed(
         n_bytes: optional (N,) byte counts; sets the scale to bits per byte (only the scale changes).
         perplexity: t-SNE perplexity, default min(30, K - 1).
         random_state: t-SNE seed.
+        max_iter: t-SNE optimisation steps (sklearn's default 1000; at least 250).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -117,5 +119,7 @@ def embed(
     perp = min(30.0, k - 1.0) if perplexity is None else float(perplexity)
     if not 0 < perp < k:
         raise ValueError(f"t-SNE perplexity must be in (0, K={k}), got {perp}")
-    tsne = TSNE(dim, perplexity=perp, init="pca", learning_rate="auto", random_state=random_state)
+    tsne = TSNE(
+        dim, perplexity=perp, init="pca", learning_rate="auto", random_state=random_state, max_iter=max_iter
+    )
     return _oriented(tsne.fit_transform(x))
