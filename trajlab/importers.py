@@ -1,0 +1,429 @@
+"""Public checkpoints into a TrajectoryStore: `import_checkpoints` (``trajlab import``).
+
+Each revision (trajlab.revisions: names and steps; trajlab.checkpoints: files, safety, loading) is scored
+with `score_model` on a probe set at every layer (or the last) and appended in step order, with the weight
+sketch and the exact squared distances to the previous `window` revisions that the training callback records.
+
+* Duplicates: every weight file is hashed (sha256). A revision whose files equal an earlier one's is not
+  scored: its LL rows are copied, its info says {"duplicate_of": step}, a "duplicate" note is added and a
+  warning shown.
+  Pythia's step0 and step1 are identical, so the store keeps both steps, as published. A revision sharing only
+  some files (a shard) with an earlier one is scored and gets a "shared-weight-file" note and a warning.
+* Resume: rerunning skips steps already in the store (warning when the cached commit differs from the recorded
+  one), and reloads the last `window` stored revisions from local files, if still there, for distances.
+* Failures: a revision that cannot be read (corrupt file, failed download) is reported, noted in the store and
+  skipped; the rest import. Steps in a store only increase, so import it later into another store and merge.
+  Refusals (pickles without allow_pickle, not a causal LM) and offline cache misses stop the import before it
+  writes anything.
+* Merging shards: trajlab.merge (`merge_stores`, `merge_main`, re-exported here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trajlab.checkpoints import (
+    Checkpoint,
+    ModelRef,
+    RefusedCheckpointError,
+    cached_commit,
+    delete_from_cache,
+    hub_offline,
+    load_checkpoint,
+    missing_message,
+    model_ref,
+    resolve_checkpoint,
+    weight_sha256,
+)
+from trajlab.merge import merge_main, merge_stores, snapshot_array
+from trajlab.probe import ProbeSet
+from trajlab.revisions import expand_revisions, parse_shard, revision_steps, shard_part
+from trajlab.store import TrajectoryStore
+
+__all__ = ["ImportResult", "import_checkpoints", "import_main", "merge_main", "merge_stores"]
+
+
+@dataclass
+class ImportResult:
+    """What an import did.
+
+    Attributes:
+        store: the store path.
+        imported: steps appended by this run (duplicates included).
+        duplicates: {step: the earlier step with identical weight files}.
+        skipped: steps that were already in the store.
+        failed: {revision: why it was not imported}.
+    """
+
+    store: Path
+    imported: list[int] = field(default_factory=list)
+    duplicates: dict[int, int] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _probe_set(probe: ProbeSet | str | os.PathLike | None, existing: TrajectoryStore | None) -> ProbeSet:
+    """The probe to score on: given, a saved ProbeSet JSON, a store's probe, or the default."""
+    if isinstance(probe, ProbeSet):
+        chosen = probe
+    elif probe is None and existing is not None:
+        chosen = ProbeSet.from_dict(existing.probe().to_dict())
+    elif probe is None or str(probe) == "default":
+        chosen = ProbeSet.default()
+    elif Path(probe).is_dir():
+        chosen = ProbeSet.from_dict(TrajectoryStore.open(probe).probe().to_dict())
+    else:
+        chosen = ProbeSet.load(probe)
+    if existing is not None and chosen.fingerprint != existing.probe_fingerprint:
+        raise ValueError(
+            f"probe fingerprint {chosen.fingerprint[:12]} differs from the probe of the existing store "
+            f"{existing.path} ({existing.probe_fingerprint[:12]}); omit --probe to reuse the store's probe, "
+            "or write to a new --out"
+        )
+    return chosen
+
+
+def _weights_key(files: dict[str, str]) -> str:
+    """One sha256 over a revision's weight files (names and hashes): equal keys mean identical weights."""
+    return hashlib.sha256("".join(f"{n}:{h}\n" for n, h in sorted(files.items())).encode()).hexdigest()
+
+
+class _Importer:
+    """One import run: the store (created with the first scored revision), weight geometry, hashes seen."""
+
+    def __init__(self, ref: ModelRef, out: Path, probe: ProbeSet, layers: str, existing, opts: dict):
+        from trajlab.sketch import WeightHistory, WeightSketch
+
+        self.ref, self.out, self.probe, self.layers, self.opts = ref, out, probe, layers, opts
+        self.store: TrajectoryStore | None = existing
+        self.sketcher = WeightSketch(opts["sketch_k"], opts["sketch_seed"]) if opts["sketch_k"] else None
+        self.history = WeightHistory(opts["window"]) if opts["window"] else None
+        self.by_hash: dict[str, int] = {}  # weights key -> first step with those weights
+        self.by_file: dict[str, int] = {}  # sha256 of one weight file -> first step with it
+        self.result = ImportResult(out)
+        for step in map(int, existing.steps if existing is not None else []):
+            self._remember(existing.snapshot_info(step)["info"], step)
+
+    def _remember(self, info: dict, step: int) -> None:
+        if "weights_sha256" in info:
+            self.by_hash.setdefault(info["weights_sha256"], step)
+        for sha in info.get("checkpoint", {}).get("files", {}).values():
+            self.by_file.setdefault(sha, step)
+
+    @property
+    def sketch_spec(self) -> dict | None:
+        return None if self.sketcher is None else self.sketcher.spec
+
+    def resolve(self, name: str, step: int, *, offline: bool) -> Checkpoint:
+        o = self.opts
+        return resolve_checkpoint(self.ref, name, step, offline=offline, allow_pickle=o["allow_pickle"],
+                                  trust_remote_code=o["trust_remote_code"])
+
+    def resolved_all(self, todo: list[tuple[int, str]]) -> list[Checkpoint]:
+        """Every revision's local files, resolved before anything is written; cache misses in one error."""
+        ckpts, missing = [], []
+        for step, name in todo:
+            try:
+                ckpts.append(self.resolve(name, step, offline=True))
+            except FileNotFoundError:
+                missing.append(name)
+        if missing:
+            raise FileNotFoundError(missing_message(self.ref, missing))
+        return ckpts
+
+    def load(self, ckpt: Checkpoint, *, tokenizer: bool):
+        o = self.opts
+        return load_checkpoint(ckpt, dtype=o["dtype"], device=o["device"],
+                               trust_remote_code=o["trust_remote_code"], tokenizer=tokenizer)
+
+    def _create_store(self, model, tok, n_layers: int) -> None:
+        from trajlab.tokenizer import tokenizer_meta
+
+        meta = {
+            "run": self.opts["run"] or self.ref.run_name,
+            "model": self.ref.name,
+            "tokenizer": tokenizer_meta(tok),
+            "config": {
+                "importer": {"layers": self.layers, "dtype": self.opts["dtype"], "kind": self.ref.kind},
+                "model": json.loads(model.config.to_json_string()),
+            },
+            "weights": {"sketch": self.sketch_spec, "window": self.opts["window"]},
+            "n_params": sum(p.numel() for p in model.parameters()),
+            **self.ref.meta,
+        }
+        if self.opts["shard"] is not None:
+            meta["shard"] = list(self.opts["shard"])
+        self.store = TrajectoryStore.create(self.out, probe=self.probe, meta=meta, n_layers=n_layers)
+
+    def prime_history(self) -> None:
+        """Reload the last `window` stored revisions from local files, so resumed revisions get distances."""
+        if self.history is None or self.store is None or not len(self.store):
+            return
+        lost = {}
+        for step in map(int, self.store.steps[-self.history.window :]):
+            info = self.store.snapshot_info(step)["info"]
+            try:
+                ckpt = self.resolve(info["checkpoint"]["revision"], step, offline=True)
+                if _weights_key(weight_sha256(ckpt)) != info["weights_sha256"]:
+                    raise ValueError("its weight files changed since it was imported")
+                self.history.push(step, self.load(ckpt, tokenizer=False)[0])
+            except FileNotFoundError:
+                lost[step] = "no longer in the local cache"
+            except Exception as e:  # best effort: only distances go missing
+                lost[step] = str(e)
+        if lost:
+            why = "; ".join(f"step {s}: {e}" for s, e in list(lost.items())[:3])
+            warnings.warn(f"resume: step(s) {list(lost)} cannot be reloaded ({why}); exact weight distances "
+                          "from the next revisions to them stay missing (NaN)", stacklevel=3)
+
+    def fail(self, name: str, step: int, error: BaseException) -> None:
+        why = f"{type(error).__name__}: {error}"
+        self.result.failed[name] = why
+        if self.store is not None:
+            self.store.add_note("import-failed", {"revision": name, "step": step, "error": why})
+        warnings.warn(f"{self.ref.name}@{name} (step {step}) was not imported: {why}. Fix it, then import it "
+                      "into another store and merge (steps in a store only increase)", stacklevel=3)
+
+    def import_one(self, step: int, name: str, ckpt: Checkpoint | None, log) -> None:
+        """Load, score (or copy a duplicate), sketch and append one revision; a read failure is recorded."""
+        from trajlab.lens import score_model
+        from trajlab.tokenizer import tokenizer_fingerprint
+
+        t0 = time.perf_counter()
+        try:
+            ckpt = ckpt or self.resolve(name, step, offline=False)
+            files = weight_sha256(ckpt)
+            key = _weights_key(files)
+            dup_of = self.by_hash.get(key)
+            need_model = dup_of is None or self.history is not None  # a duplicate needs it for distances only
+            model, tok = self.load(ckpt, tokenizer=dup_of is None) if need_model else (None, None)
+            fp = tokenizer_fingerprint(tok) if tok is not None else None
+            if fp and self.store is not None and fp != self.store.meta["tokenizer"]["fingerprint"]:
+                raise ValueError(f"its tokenizer ({fp}) differs from the store's; import it separately")
+        except RefusedCheckpointError:
+            raise
+        except Exception as e:  # a revision that cannot be read is reported and skipped; the rest import
+            self.fail(name, step, e)
+            return
+        load_s = time.perf_counter() - t0
+        source = {"model": self.ref.name, "revision": name, "commit": ckpt.commit, "files": files,
+                  "format": ckpt.format}
+        info = {"checkpoint": source, "weights_sha256": key, "load_s": round(load_s, 3)}
+        if dup_of is None:
+            t1 = time.perf_counter()
+            rows, sinfo = score_model(model, tok, self.probe, self.layers, batch_size=self.opts["batch_size"],
+                                      progress=self.opts["progress"], return_info=True)  # (R, N)
+            score_s = time.perf_counter() - t1
+            n_tokens = int((sinfo.n_tokens + 1).sum())  # tokens through the forward, unscored first ones too
+            info |= {"score_s": round(score_s, 3), "n_tokens": n_tokens, "n_truncated": sinfo.n_truncated,
+                     "tokens_per_s": round(n_tokens / max(score_s, 1e-9), 1)}
+            layer_rows = list(sinfo.rows)
+            if self.store is None:
+                self._create_store(model, tok, sinfo.n_layers)
+            what = f"scored in {score_s:.1f} s ({info['tokens_per_s']:,.0f} tokens/s)"
+        else:
+            rows = snapshot_array(self.store, dup_of, "ll")
+            layer_rows = self.store.snapshot_info(dup_of)["layers"]
+            info["duplicate_of"] = dup_of
+            what = f"DUPLICATE of step {dup_of} (identical weight files): LL copied, not scored"
+        sketch = None  # (k,)
+        if self.sketcher is not None and model is not None:
+            sketch = self.sketcher.sketch(model)
+        elif self.sketcher is not None:
+            sketch = snapshot_array(self.store, dup_of, "sketch")
+        dists = self.history.push(step, model) if self.history is not None else None
+        self.store.append(step, rows, layers=layer_rows, probe_fingerprint=self.probe.fingerprint,
+                          source=ckpt.source, weight_sketch=sketch, sq_dists=dists, info=info)
+        if dup_of is not None:
+            self.store.add_note("duplicate", {"step": step, "revision": name, "duplicate_of": dup_of,
+                                              "weights_sha256": key})
+            self.result.duplicates[step] = dup_of
+            warnings.warn(f"{ckpt.source} (step {step}) has the same weight files as step {dup_of}; recorded "
+                          "as a duplicate (LL copied, info['duplicate_of'])", stacklevel=3)
+        elif shared := {n: self.by_file[sha] for n, sha in files.items() if sha in self.by_file}:
+            # e.g. a sharded checkpoint serving another revision's shard: scored, but worth knowing
+            self.store.add_note("shared-weight-file", {"step": step, "revision": name, "same_as": shared})
+            warnings.warn(f"{ckpt.source} (step {step}) shares weight file(s) with earlier steps: {shared}",
+                          stacklevel=3)
+        self._remember(info, step)
+        self.result.imported.append(step)
+        freed = delete_from_cache(ckpt, self.ref) if self.opts["clean_cache"] else 0
+        log(f"{ckpt.source} -> step {step}: {what}; load {load_s:.1f} s"
+            + (f"; freed {freed / 2**20:,.0f} MiB of cache" if freed else ""))
+
+
+def import_checkpoints(
+    model: str | os.PathLike,
+    revisions: str | Sequence[str] | None,
+    out: str | os.PathLike,
+    probe: ProbeSet | str | os.PathLike | None = None,
+    layers: str = "all",
+    shard: str | tuple[int, int] | None = None,
+    *,
+    window: int = 10,
+    sketch_k: int = 4096,
+    sketch_seed: int = 0,
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+    clean_cache: bool = False,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    gguf_file: str | None = None,
+    run: str | None = None,
+    progress: bool = True,
+) -> ImportResult:
+    """Score revisions of a model on a probe set and append them, in step order, to the store `out`.
+
+    Args:
+        model: hub repo id, HF cache folder (models--ORG--NAME), save_pretrained folder or GGUF file.
+        revisions: "step0,step1000,main", "pythia" (all 154), "step1000-step10000", a list, or None ("main").
+            A folder or GGUF file holds one revision (its name sets the step: stepN -> N, else 0).
+        out: the store; created, or resumed if it exists (steps already there are skipped).
+        probe: a ProbeSet, a ProbeSet JSON path, a store folder whose probe to reuse, "default", or None (the
+            existing store's probe, else ProbeSet.default()).
+        layers: "all" (logit lens at every layer) or "last".
+        shard: "i/n": import only the i-th of n contiguous parts of the step-sorted revisions.
+        window: exact squared weight distances to this many previous revisions (memory: window x n_params x 4
+            bytes); 0 records none.
+        sketch_k, sketch_seed: the WeightSketch (recorded in meta["weights"]); sketch_k=0 records none (with
+            window=0: LL only, e.g. for a map of many unrelated models).
+        batch_size, device, dtype: scoring ("float32" gives reference numbers).
+        cache_dir: the HF cache (default huggingface_hub's: $HF_HUB_CACHE).
+        offline: read the cache only; None follows HF_HUB_OFFLINE.
+        clean_cache: delete each hub revision from the cache once stored (blobs other revisions use stay).
+        trust_remote_code, allow_pickle: opt-ins for untrusted code / pickles (see trajlab.checkpoints).
+        gguf_file: the GGUF file inside a folder or hub repo.
+        run: the store's run name (default the model's name).
+        progress: progress bars over revisions and texts, and a summary line per revision.
+
+    Raises:
+        ValueError: bad revisions, layers, shard, window; a probe differing from the existing store's; an
+            existing store written with other settings. RefusedCheckpointError: see trajlab.checkpoints.
+        FileNotFoundError: a missing model path, or (offline) revisions missing from the cache.
+    """
+    from tqdm.auto import tqdm
+
+    if layers not in ("all", "last"):
+        raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
+    if window < 0 or sketch_k < 0:
+        raise ValueError(f"window and sketch_k must be >= 0 (0: none), got {window} and {sketch_k}")
+    ref = model_ref(model, gguf_file=gguf_file, cache_dir=cache_dir)
+    names = expand_revisions(revisions, pythia=ref.pythia)
+    if ref.kind != "hub" and len(names) > 1:
+        raise ValueError(f"{ref.name} holds one revision, got {len(names)} names; pass one (or none)")
+    plan = sorted(zip(revision_steps(names, pythia=ref.pythia), names, strict=True))
+    shard = parse_shard(shard) if shard is not None else None
+    plan = shard_part(plan, *shard) if shard is not None else plan
+    local = ref.kind != "hub" or ref.cache_only or (hub_offline() if offline is None else offline)
+    out = Path(out)
+    existing = TrajectoryStore.open(out, writable=True) if (out / "meta.json").is_file() else None
+    imp: _Importer | None = None
+    try:
+        opts = dict(window=window, sketch_k=sketch_k, sketch_seed=sketch_seed, batch_size=batch_size,
+                    device=device, dtype=dtype, clean_cache=clean_cache, trust_remote_code=trust_remote_code,
+                    allow_pickle=allow_pickle, run=run, progress=progress, shard=shard)
+        imp = _Importer(ref, out, _probe_set(probe, existing), layers, existing, opts)
+        if existing is not None:
+            _check_resumable(existing, ref, layers, imp.sketch_spec)
+        todo = _todo(imp, plan)
+        ckpts = imp.resolved_all(todo) if local else [None] * len(todo)
+        if todo:
+            imp.prime_history()
+        bar = tqdm(total=len(todo), desc=f"import {ref.run_name}", unit="rev", disable=not progress)
+        for (step, name), ckpt in zip(todo, ckpts, strict=True):
+            imp.import_one(step, name, ckpt, bar.write if progress else print)
+            bar.update()
+        bar.close()
+        return imp.result
+    finally:
+        for store in (existing, imp and imp.store):
+            if store is not None:
+                store.close()
+
+
+def _check_resumable(store: TrajectoryStore, ref: ModelRef, layers: str, sketch_spec: dict | None) -> None:
+    meta = store.meta
+    importer = meta.get("config", {}).get("importer")
+    spec = meta.get("weights", {}).get("sketch")
+    problem = (
+        "it was not written by trajlab import" if importer is None
+        else f"it holds model {meta['model']}, not {ref.name}" if meta["model"] != ref.name
+        else f"it was scored with layers={importer['layers']!r}" if importer["layers"] != layers
+        else f"its weight sketch is {spec}, not {sketch_spec}" if spec != sketch_spec
+        else None
+    )  # fmt: skip
+    if problem:
+        raise ValueError(f"cannot resume {store.path}: {problem}; write to a new --out")
+
+
+def _todo(imp: _Importer, plan: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Revisions still to import; records those already stored and those the store can no longer take."""
+    store, todo, late = imp.store, [], []
+    stored = {} if store is None else {int(s): store.snapshot_info(int(s)) for s in store.steps}
+    last = max(stored, default=-1)
+    for step, name in plan:
+        if step in stored:
+            imp.result.skipped.append(step)
+            recorded = stored[step]["info"].get("checkpoint", {}).get("commit")
+            now = cached_commit(imp.ref, name)
+            if recorded and now and recorded != now:
+                warnings.warn(f"step {step} is in {store.path} from commit {recorded[:12]}, but {name} now "
+                              f"points to {now[:12]}; kept the stored one", stacklevel=3)
+        elif step < last:
+            late.append(name)
+        else:
+            todo.append((step, name))
+    if late:
+        imp.result.failed |= {n: f"below the store's last step {last}" for n in late}
+        warnings.warn(f"{len(late)} revision(s) ({', '.join(late[:5])}) lie below the last step {last} of "
+                      f"{store.path}, where nothing can be inserted; import them into another store and "
+                      "merge", stacklevel=3)
+    return todo
+
+
+def import_main(argv: list[str]) -> int:
+    """`trajlab import`: returns 0, 1 when some revision failed, 2 on an error that stopped the import."""
+    p = argparse.ArgumentParser(prog="trajlab import", description="Score public checkpoints into a store.")
+    p.add_argument("model", help="hub repo id, HF cache folder, save_pretrained folder or .gguf file")
+    p.add_argument("--revisions", help="comma list, 'pythia' (all 154) or a range stepA-stepB (default main)")
+    p.add_argument("--out", required=True, help="store folder (created, or resumed)")
+    p.add_argument("--probe", help="ProbeSet JSON, a store whose probe to reuse, or 'default'")
+    p.add_argument("--layers", choices=("all", "last"), default="all")
+    p.add_argument("--shard", help="i/n: the i-th of n contiguous parts of the revisions (0-based)")
+    p.add_argument("--window", type=int, default=10,
+                   help="exact weight distances to this many previous revisions (window x params x 4 bytes)")
+    p.add_argument("--sketch-k", type=int, default=4096, help="weight sketch size (0: none)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--cache-dir", help="HF cache (default $HF_HUB_CACHE)")
+    p.add_argument("--clean-cache", action="store_true", help="delete revisions from the cache once stored")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--allow-pickle", action="store_true", help="load pytorch_model*.bin (weights_only=True)")
+    p.add_argument("--gguf-file")
+    p.add_argument("--run", help="run name recorded in the store")
+    p.add_argument("--no-progress", action="store_true")
+    kwargs = vars(p.parse_args(argv))  # dest names are import_checkpoints' parameter names
+    kwargs["progress"] = not kwargs.pop("no_progress")
+    try:
+        r = import_checkpoints(**kwargs)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{r.store}: imported {len(r.imported)} revision(s) ({len(r.duplicates)} duplicate), skipped "
+          f"{len(r.skipped)} already stored, failed {len(r.failed)}")
+    for name, why in r.failed.items():
+        print(f"  failed {name}: {why}", file=sys.stderr)
+    return 1 if r.failed else 0

@@ -1,0 +1,116 @@
+"""Merge trajectory stores of one model and probe (e.g. the shards of an import) into one, in step order.
+
+``trajlab merge STORE... --out STORE`` calls `merge_main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from trajlab.store import TrajectoryStore
+
+
+def snapshot_array(store: TrajectoryStore, step: int, kind: str) -> np.ndarray:
+    """(R, N) LL rows (kind "ll") or (k,) sketch ("sketch") of a stored step, checked against the manifest."""
+    f = store.snapshot_info(step)["files"][kind]
+    data = (store.path / f["name"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != f["sha256"]:
+        raise ValueError(f"{store.path / f['name']} is corrupted: its sha256 does not match the manifest")
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def merge_stores(
+    paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, run: str | None = None
+) -> Path:
+    """Merge stores of one model and probe (e.g. import shards) into a new store `out`, in step order.
+
+    A step held by several stores must be identical in all (same layers, LL rows, sketch). Snapshots keep
+    their source, info and exact distances; notes are copied. The result is written beside `out`, then
+    renamed into place, so a failed merge leaves no partial store at `out`.
+
+    Raises:
+        ValueError: no stores, different probes / models / tokenizers / sketches, or a step that differs.
+        FileExistsError: `out` exists and is not an empty folder.
+    """
+    stores = [TrajectoryStore.open(p) for p in paths]
+    if not stores:
+        raise ValueError("merge needs at least one store")
+    first = stores[0]
+    for s in stores[1:]:
+        for what, a, b in (
+            ("probe fingerprint", first.probe_fingerprint, s.probe_fingerprint),
+            ("n_layers", first.n_layers, s.n_layers),
+            ("model", first.meta["model"], s.meta["model"]),
+            ("tokenizer", first.meta["tokenizer"]["fingerprint"], s.meta["tokenizer"]["fingerprint"]),
+            ("weight sketch", *(x.meta.get("weights", {}).get("sketch") for x in (first, s))),
+        ):
+            if a != b:
+                raise ValueError(f"cannot merge {s.path} into {first.path}: {what} {b} differs from {a}")
+    owner: dict[int, TrajectoryStore] = {}
+    for s in stores:
+        for step in map(int, s.steps):
+            if step in owner and not _same_snapshot(owner[step], s, step):
+                raise ValueError(
+                    f"step {step} is in {owner[step].path} and {s.path} with different contents; "
+                    "merge only stores whose shared steps are identical"
+                )
+            owner.setdefault(step, s)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists; merge into a new path")
+    tmp = out.with_name(f".{out.name}.merge-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a previous merge that crashed
+    meta = {k: v for k, v in first.meta.items() if k != "shard"}
+    meta |= {"run": run or meta["run"], "merged_from": [str(s.path) for s in stores]}
+    with TrajectoryStore.create(tmp, probe=first.probe(), meta=meta, n_layers=first.n_layers) as merged:
+        for step in sorted(owner):
+            s = owner[step]
+            rec = s.snapshot_info(step)
+            merged.append(
+                step, snapshot_array(s, step, "ll"), layers=rec["layers"], source=rec["source"],
+                probe_fingerprint=s.probe_fingerprint, info=rec["info"],
+                weight_sketch=snapshot_array(s, step, "sketch") if "sketch" in rec["files"] else None,
+                sq_dists={int(a): d for a, d in rec["sq_dists"].items()} if "sq_dists" in rec else None,
+                full_weights=s.full_weights(step) if "weights" in rec["files"] else None,
+            )
+        for s in stores:
+            for note in s.notes():
+                merged.add_note(note["kind"], note["payload"])
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return out
+
+
+def _same_snapshot(a: TrajectoryStore, b: TrajectoryStore, step: int) -> bool:
+    ra, rb = a.snapshot_info(step), b.snapshot_info(step)
+    if ra["layers"] != rb["layers"] or set(ra["files"]) != set(rb["files"]):
+        return False
+    return all(np.array_equal(snapshot_array(a, step, k), snapshot_array(b, step, k))
+               for k in ("ll", "sketch") if k in ra["files"])
+
+
+def merge_main(argv: list[str]) -> int:
+    """`trajlab merge STORE... --out STORE`: returns 0, or 2 on an error."""
+    p = argparse.ArgumentParser(prog="trajlab merge", description="Merge stores of one model (e.g. shards).")
+    p.add_argument("stores", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--run", help="run name of the merged store (default the first store's)")
+    a = p.parse_args(argv)
+    try:
+        out = merge_stores(a.stores, a.out, run=a.run)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with TrajectoryStore.open(out) as s:
+        print(f"{out}: {len(s)} snapshots, steps {s.steps[0]}..{s.steps[-1]}" if len(s) else f"{out}: empty")
+    return 0
