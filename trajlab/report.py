@@ -61,8 +61,9 @@ def find_stores(paths: list[str | Path]) -> list[Path]:
         if _is_store(p):
             found.append(p)
             continue
-        below = sorted({m.parent for pat in ("*/", "*/*/", "*/*/*/") for m in p.glob(pat + "manifest.jsonl")})
-        found += [s for s in below if _is_store(s)]
+        below = {m.parent for pat in ("*/", "*/*/", "*/*/*/") for m in p.glob(pat + "manifest.jsonl")}
+        # creation order (pretraining before fine-tuning before imports), then name
+        found += sorted((s for s in below if _is_store(s)), key=lambda s: ((s / "meta.json").stat().st_mtime, s))
     if not found:
         raise ValueError(f"no trajectory store under {', '.join(map(str, paths))}: train with the "
                          "TrajectoryCallback or run `trajlab import` first")

@@ -1,0 +1,119 @@
+"""The demo pipeline end to end on the debug recipe, its report's numbers, and the page in a real browser."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trajlab import analysis as ta
+from trajlab.store import TrajectoryStore
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from trajlab.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, debug=True)
+
+
+def test_demo_writes_report_and_summary(demo):
+    report = Path(demo["report"])
+    assert report.name == "report.html" and report.exists()
+    summary = json.loads((report.parent / "summary.json").read_text())
+    assert {"groups", "training", "figures"} <= set(summary)
+    for fig in summary["figures"]:
+        assert (report.parent / fig).stat().st_size > 1000, fig
+    toy = next(g["summary"] for g in summary["groups"] if "pretrain" in g["summary"]["runs"])
+    assert {"pretrain", "finetune"} <= set(toy["runs"])
+    rec = toy["runs"]["pretrain"]
+    for key in ("steps", "kl_matrix", "consecutive_kl", "kl_to_first", "maps", "layer_threads", "diffusion"):
+        assert key in rec, key
+    assert {"ll", "weight"} <= set(rec["diffusion"])
+    assert set(summary["training"]) >= {"pretrain", "finetune"}
+
+
+def test_report_numbers_match_a_direct_computation(demo):
+    out = Path(demo["report"]).parent
+    summary = json.loads((out / "summary.json").read_text())
+    toy = next(g["summary"] for g in summary["groups"] if "pretrain" in g["summary"]["runs"])
+    store = TrajectoryStore.open(Path(demo["pretrain"]) / "trajectory")
+    ll = store.loglik()
+    d = ll[1:] - ll[:-1]
+    direct = d.var(axis=1) / 2 / (store.n_bytes.mean() * np.log(2))  # Var/2 in bits per byte, ddof=0
+    np.testing.assert_allclose(toy["runs"]["pretrain"]["consecutive_kl"], direct, rtol=1e-9, atol=1e-15)
+    page = (out / "report.html").read_text()
+    # The page's first-consecutive-KL cell is the summary's number.
+    assert f"{direct[0]:.4g}" in page
+
+
+def test_training_curves_are_the_logged_losses(demo):
+    out = Path(demo["report"]).parent
+    summary = json.loads((out / "summary.json").read_text())
+    import csv
+
+    with open(Path(demo["pretrain"]) / "metrics.csv") as f:
+        logged = [[int(r["step"]), float(r["val/loss"])] for r in csv.DictReader(f) if r["val/loss"]]
+    assert summary["training"]["pretrain"]["val_loss"] == logged
+
+
+def chromium() -> str | None:
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+def render(page: Path, png: Path, tmp: Path) -> tuple[str, list[str]]:
+    """Load a page in headless Chromium: (DOM after load, console lines); also saves a screenshot."""
+    exe = chromium()
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=10000",
+             "--enable-logging=stderr", "--v=0"]
+    url = page.resolve().as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    shot = subprocess.run([*flags, f"--screenshot={png}", "--window-size=1280,2400", url],
+                          capture_output=True, text=True, timeout=120)
+    console = [ln for ln in (dom.stderr + shot.stderr).splitlines() if ":CONSOLE" in ln]
+    return dom.stdout, console
+
+
+def _needs_browser():
+    if chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: `make test` installs it with scripts/ensure_chromium.sh")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+
+
+@pytest.mark.slow
+def test_browser_detects_broken_pages(tmp_path):
+    """The check itself can fail: a page with a broken image and a script error is caught."""
+    _needs_browser()
+    from trajlab.report import _LOAD_CHECK
+
+    bad = tmp_path / "bad.html"
+    bad.write_text(f"<html><head>{_LOAD_CHECK}</head><body><img src='missing.png'>"
+                   "<script>noSuchFunction()</script></body></html>")
+    dom, console = render(bad, tmp_path / "bad.png", tmp_path)
+    assert 'data-broken="1"' in dom
+    assert any("noSuchFunction" in c for c in console)
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(demo, tmp_path):
+    _needs_browser()
+    page = Path(demo["report"])
+    png = tmp_path / "report.png"
+    dom, console = render(page, png, tmp_path)
+    n_images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    summary = json.loads((page.parent / "summary.json").read_text())
+    assert n_images == len(summary["figures"]) > 0
+    assert 'data-broken="0"' in dom
+    assert console == []
+    from matplotlib.image import imread
+
+    pixels = imread(png)
+    assert pixels.shape[0] >= 2000 and pixels[..., :3].std() > 0.05  # a rendered page, not a blank one
