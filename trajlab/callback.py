@@ -1,0 +1,409 @@
+"""TrajectoryCallback: record a run's trajectory into a TrajectoryStore while it trains, in any Lightning project.
+
+At each scheduled optimizer step the callback scores the probe texts at every lens layer (``trajlab.lens``
+``score_model``, the one scoring path), takes a weight sketch and exact distances to the previous snapshots
+(``trajlab.sketch``), hands the arrays to a background thread that appends them to the store, and logs KL
+numbers (``trajlab.analysis``) to the trainer's loggers. Training is unchanged: scoring runs in eval mode under
+inference mode, and the train/eval flag of every module and the torch (CPU and CUDA), numpy and Python random
+states are restored afterwards.
+
+Steps are ``trainer.global_step`` (optimizer steps, so gradient accumulation is handled): step 0 is taken in
+``on_train_start`` before any update, step s right after the s-th optimizer step, and the end of training in
+``on_train_end`` (``final=True``).
+
+Resume (``fit(ckpt_path=...)``): the store is reopened, never rewritten. Every checkpoint first waits until the
+queued snapshots are on disk, so the store holds every snapshot the checkpoint's state names. Snapshots taken
+after the checkpoint and before a crash are already stored when the resumed run replays those steps; the callback
+then scores them again, compares the last-layer LL with the stored row, keeps the stored snapshot and adds a
+``replay`` note {"step", "max_abs_diff"} (0.0 on CPU, where a resumed run is bitwise equal; a warning otherwise).
+
+DDP: every rank scores its share of the probe texts (text i on rank i mod world_size); the shares are all-gathered
+and each text index is checked to occur exactly once. Only rank zero holds the store and logs. Weights are read
+from the scored module as each rank holds it (full parameters under DDP; sharded strategies are not supported).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+from trajlab.analysis.figures import save_figure
+from trajlab.lens import score_model
+from trajlab.probe import ProbeSet
+from trajlab.recording import (
+    Writer,
+    resolve_probe,
+    scores_across_ranks,
+    snapshot_metrics,
+    store_meta,
+    training_state_preserved,
+    trajectory_map,
+)
+from trajlab.schedule import snapshot_steps
+from trajlab.sketch import WeightHistory, WeightSketch
+from trajlab.store import TrajectoryStore
+
+MAP_FILE = "trajectory_map.png"
+# What the store's meta["config"]["callback"] records.
+SETTINGS = ("probe", "n_texts", "schedule", "layers", "weights", "final", "full_every", "sketch_k", "window")
+
+
+class TrajectoryCallback(L.Callback):
+    """Record LL vectors (every lens layer), weight sketches and exact weight distances at scheduled steps.
+
+    Args:
+        out_dir: the store folder; None for ``<trainer.default_root_dir>/trajectory`` (the CLI's ``--run_dir``).
+        probe: what to score (see `trajlab.recording.resolve_probe`): None (the data module's held-out probe
+            texts), "default", "parent" (the pretraining store's probe, for fine-tuning), a store folder
+            ("store:PATH" or PATH), a ProbeSet file, or a ProbeSet. The probe is saved in the store, so a later
+            run can reuse it.
+        n_texts: score only the first n_texts texts of that probe (the data module's probe is in seeded random
+            order, so they are a random sample). Leave unset with a stored probe, or the runs stop comparing.
+        schedule: "pythia[:SCALE]", "log[:N]", "every:N" or a list of steps (see `trajlab.schedule`).
+        layers: "all" (embedding output, each block, model output) or "last" (the model's output only).
+        weights: "sketch" (WeightSketch + exact squared distances to the previous `window` snapshots), "full"
+            (the same, plus all parameters as safetensors at every `full_every`-th scheduled snapshot and at the
+            end), or "none".
+        tokenizer: default ``pl_module.tokenizer``, else the data module's ``tokenizer``.
+        model: the transformers causal LM or `trajlab.lens.LensAdapter` to score, or the name of a pl_module
+            attribute holding it; default ``pl_module.model``.
+        final: also snapshot the end of training when it is not a scheduled step.
+        full_every: see `weights`.
+        sketch_k: weight sketch dimension.
+        window: previous snapshots each one gets an exact weight distance to.
+        batch_size: texts per scoring forward.
+        max_length: scoring truncation (tokens); default the model's context length.
+        map_every: redraw the PCA map of the trajectory (``<store>/trajectory_map.png``, and an image for
+            TensorBoard / wandb loggers) every this many snapshots and at the end; 0: only at the end.
+        run_name: the store's meta["run"]; default the name of ``trainer.default_root_dir``.
+        queue_size: snapshots waiting for the writer thread before training waits.
+
+    Attributes:
+        timings: {"snapshots", "callback_s" (training-thread time in this callback), "score_s" (scoring only)}.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | None = None,
+        probe: ProbeSet | str | None = None,
+        n_texts: int | None = None,
+        schedule: str | list[int] = "pythia",
+        layers: Literal["all", "last"] = "all",
+        weights: Literal["sketch", "full", "none"] = "sketch",
+        *,
+        tokenizer: Any = None,
+        model: Any = None,
+        final: bool = True,
+        full_every: int = 4,
+        sketch_k: int = 4096,
+        window: int = 10,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        map_every: int = 10,
+        run_name: str | None = None,
+        queue_size: int = 4,
+    ):
+        if layers not in ("all", "last"):
+            raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
+        if weights not in ("sketch", "full", "none"):
+            raise ValueError(f"weights must be 'sketch', 'full' or 'none', got {weights!r}")
+        if min(full_every, window, batch_size, queue_size, n_texts or 2) < 1 or map_every < 0 or n_texts == 1:
+            raise ValueError(
+                "full_every, window, batch_size and queue_size must be >= 1, n_texts >= 2 (KL needs "
+                "two texts), map_every >= 0"
+            )
+        snapshot_steps(schedule, 1)  # a bad spec fails here, before training
+        self.out_dir, self.probe, self.n_texts, self.schedule = out_dir, probe, n_texts, schedule
+        self.layers, self.weights, self.tokenizer, self.model = layers, weights, tokenizer, model
+        self.final, self.full_every, self.sketch_k, self.window = final, full_every, sketch_k, window
+        self.batch_size, self.max_length, self.map_every = batch_size, max_length, map_every
+        self.run_name, self.queue_size = run_name, queue_size
+        self.timings = {"snapshots": 0, "callback_s": 0.0, "score_s": 0.0}
+        self._restored: dict | None = None
+        self._writer: Writer | None = None
+        self._store: TrajectoryStore | None = None
+        self._rows: list[tuple[int, np.ndarray]] = []  # (step, (N,) last-layer LL) of the trajectory so far
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(out_dir=None if self.out_dir is None else str(self.out_dir))
+
+    def state_dict(self) -> dict:
+        path = getattr(self, "_path", None)
+        return {"out_dir": str(path.resolve()) if path else None, "steps": [s for s, _ in self._rows]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = state
+
+    # ---- set-up ----
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._path = (
+            Path(self.out_dir) if self.out_dir is not None else Path(trainer.default_root_dir) / "trajectory"
+        )
+        init_from = getattr(getattr(pl_module, "hparams", None), "init_from", None)
+        self._probe, self._parent = resolve_probe(self.probe, trainer.datamodule, init_from)
+        if self.n_texts is not None and self.n_texts < len(self._probe):
+            self._probe = ProbeSet(
+                self._probe.texts[: self.n_texts], name=f"{self._probe.name}[:{self.n_texts}]"
+            )
+        if len(self._probe) < max(2, trainer.world_size):
+            raise ValueError(f"the probe has {len(self._probe)} texts; KL needs >= 2 and DDP one per rank")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        t0 = time.perf_counter()
+        model, dm = self.model, trainer.datamodule
+        self._model = (
+            getattr(pl_module, model or "model", None) if model is None or isinstance(model, str) else model
+        )
+        self._tok = self.tokenizer or getattr(pl_module, "tokenizer", None) or getattr(dm, "tokenizer", None)
+        if self._model is None or self._tok is None:
+            raise ValueError(
+                f"TrajectoryCallback found no {'model' if self._model is None else 'tokenizer'} on "
+                f"{type(pl_module).__name__}: pass model=... and tokenizer=... explicitly"
+            )
+        self._module = self._model if isinstance(self._model, torch.nn.Module) else pl_module
+        max_steps = trainer.max_steps if trainer.max_steps >= 0 else trainer.estimated_stepping_batches
+        if not np.isfinite(max_steps):
+            raise ValueError("TrajectoryCallback needs a finite run: set trainer.max_steps or max_epochs")
+        start = trainer.global_step
+        order = snapshot_steps(self.schedule, int(max_steps))
+        self._todo = {s: i for i, s in enumerate(order) if s >= start}  # step -> index in the schedule
+        self._rows, self._last_step, self._drawn, self._warned = [], None, 0, False
+        with training_state_preserved(self._module), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation warnings; the real snapshots report them
+            one = self._probe.texts[:1]
+            _, info = score_model(
+                self._model, self._tok, one, "last", max_length=self.max_length, return_info=True
+            )
+        self._n_rows = info.n_layers + 1 if self.layers == "all" else 1
+        error, start_stored = None, False
+        if trainer.is_global_zero:
+            try:
+                start_stored = self._open(trainer, pl_module, info.n_layers, order)
+            except Exception as e:  # noqa: BLE001 - every rank must stop, not only rank zero
+                error = e
+        failed, start_stored = trainer.strategy.broadcast(
+            (None if error is None else f"{type(error).__name__}: {error}", start_stored)
+        )
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"rank 0 could not open the trajectory store: {failed}")
+        if start_stored:
+            self._todo.pop(start, None)
+            self._last_step = start
+        self.timings["callback_s"] += time.perf_counter() - t0
+        self._maybe_snapshot(trainer, pl_module)
+
+    def _open(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, n_layers: int, order: list[int]
+    ) -> bool:
+        """Rank zero: open or create the store and pick up what it holds; True if the start step needs no scoring."""
+        settings = {k: getattr(self, k) for k in SETTINGS} | {"world_size": trainer.world_size}
+        run = self.run_name or Path(trainer.default_root_dir).resolve().name
+        meta = store_meta(run, pl_module, self._model, self._tok, settings, self._parent)
+        store = TrajectoryStore.open_or_create(self._path, probe=self._probe, meta=meta, n_layers=n_layers)
+        try:
+            steps, start = [int(s) for s in store.steps], trainer.global_step
+            rows = store.loglik(-1)  # (K, N)
+            restored = (
+                self._restored if (self._restored or {}).get("out_dir") == str(self._path.resolve()) else None
+            )
+            if restored and (missing := sorted(set(restored["steps"]) - set(steps))):
+                raise ValueError(
+                    f"{self._path} lacks steps {missing[:5]} that the checkpoint says were recorded: the "
+                    "store was replaced or damaged; resume into the original store or a new out_dir"
+                )
+            if gaps := [s for s in order if s < start and s not in steps]:
+                warnings.warn(
+                    f"{self._path}: scheduled steps {gaps[:5]}{'...' if len(gaps) > 5 else ''} before the "
+                    f"resume step {start} are not in the store and will stay missing",
+                    stacklevel=2,
+                )
+        except BaseException:
+            store.close()
+            raise
+        # The checkpoint's state names its own step when that step was snapshotted: the same weights, not rescored.
+        certified = bool(restored) and start in restored["steps"]
+        self._rows = [(s, r) for s, r in zip(steps, rows) if s < start or (s == start and certified)]
+        self._stored = {s: r for s, r in zip(steps, rows) if s >= start and not (s == start and certified)}
+        self._last_stored = steps[-1] if steps else -1
+        self._sketch = self._history = None
+        if self.weights != "none":
+            self._sketch, self._history = WeightSketch(self.sketch_k), WeightHistory(self.window)
+            if certified:
+                self._history.push(start, self._module)
+        self._store, self._writer = store, Writer(self.queue_size)
+        return certified
+
+    # ---- snapshots ----
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        self._maybe_snapshot(trainer, pl_module)  # global_step already counts this batch's optimizer step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if step in self._todo or (self.final and step != self._last_step):
+            self._snapshot(trainer, pl_module, step, self._todo.pop(step, None))
+        t0 = time.perf_counter()
+        if trainer.is_global_zero:
+            if len(self._rows) > self._drawn:
+                self._draw_map(trainer, step)
+            self._close(quiet=False)
+        self.timings["callback_s"] += time.perf_counter() - t0
+
+    def _maybe_snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step  # fires once per optimizer step: the step leaves _todo
+        if step in self._todo:
+            self._snapshot(trainer, pl_module, step, self._todo.pop(step))
+
+    def _snapshot(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, index: int | None
+    ) -> None:
+        t0 = time.perf_counter()
+        with training_state_preserved(self._module):
+            ll = scores_across_ranks(  # (R, N) on every rank
+                self._score_texts,
+                self._probe.texts,
+                trainer.global_rank,
+                trainer.world_size,
+                trainer.strategy,
+                step,
+            )
+        score_s = time.perf_counter() - t0
+        self._last_step = step
+        if trainer.is_global_zero:
+            self._record(trainer, step, index, ll, score_s)
+        self.timings["snapshots"] += 1
+        self.timings["score_s"] += score_s
+        self.timings["callback_s"] += time.perf_counter() - t0
+
+    def _score_texts(self, texts: list[str]) -> np.ndarray:
+        """(R, len(texts)) LL; the scorer's warnings (e.g. truncation) are shown at the first snapshot only."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opts = {"batch_size": self.batch_size, "max_length": self.max_length}
+            ll = score_model(self._model, self._tok, texts, self.layers, **opts)
+        if not self._warned:
+            self._warned = True
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return ll
+
+    def _record(
+        self, trainer: L.Trainer, step: int, index: int | None, ll: np.ndarray, score_s: float
+    ) -> None:
+        """Rank zero: hand the snapshot to the writer (or verify a replayed one) and log its numbers."""
+        store, last, dists = self._store, ll[-1], {}
+        if step in self._stored:  # written before a crash, replayed by the resumed run
+            diff = float(np.abs(last - self._stored.pop(step)).max())
+            self._writer.submit(lambda: store.add_note("replay", {"step": step, "max_abs_diff": diff}))
+            if diff > 0:
+                warnings.warn(
+                    f"step {step} replayed after resume differs from the stored snapshot by up to {diff:.3g} "
+                    "nats; the stored one is kept",
+                    stacklevel=2,
+                )
+            if self._history is not None:
+                self._history.push(step, self._module)
+        elif step <= self._last_stored:
+            warnings.warn(
+                f"step {step} is not recorded: {self._path} already holds the later step {self._last_stored}",
+                stacklevel=2,
+            )
+            return
+        else:
+            sketch = full = None
+            if self._history is not None:
+                sketch, dists = self._sketch.sketch(self._module), self._history.push(step, self._module)
+            if self.weights == "full" and (index is None or index % self.full_every == 0):
+                full = {
+                    n: p.detach().to("cpu", torch.float32, copy=True).numpy()
+                    for n, p in self._module.named_parameters()
+                }
+            info = {"score_s": round(score_s, 4), "world_size": trainer.world_size}
+            layers = None if self.layers == "all" else [-1]
+            self._writer.submit(
+                lambda: store.append(
+                    step,
+                    ll,
+                    layers=layers,
+                    probe_fingerprint=self._probe.fingerprint,
+                    source="callback",
+                    weight_sketch=sketch,
+                    sq_dists=dists if sketch is not None else None,
+                    full_weights=full,
+                    info=info,
+                )
+            )
+            self._last_stored = step
+        metrics = snapshot_metrics(
+            ll, [r for _, r in self._rows[:1] + self._rows[-1:]], self._probe.n_bytes, dists
+        )
+        metrics["traj/score_s"] = score_s
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        self._rows.append((step, last))
+        if self.map_every and len(self._rows) - self._drawn >= self.map_every:
+            self._draw_map(trainer, step)
+
+    def _draw_map(self, trainer: L.Trainer, step: int) -> None:
+        """PCA map of the trajectory so far: saved into the store (by the writer) and logged as an image."""
+        self._drawn = len(self._rows)
+        if len(self._rows) < 3:
+            return
+        steps, ll = np.array([s for s, _ in self._rows]), np.stack([r for _, r in self._rows])
+        fig = trajectory_map(
+            steps, ll, self._probe.n_bytes, f"{self._path.parent.name or 'run'}, step {step}"
+        )
+        image_loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger | WandbLogger)]
+        if image_loggers:
+            fig.canvas.draw()
+            image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
+            for lg in image_loggers:
+                if isinstance(lg, TensorBoardLogger):
+                    lg.experiment.add_image("traj/map", image, global_step=step, dataformats="HWC")
+                else:
+                    lg.log_image("traj/map", [image], step=step)
+        path = self._path / MAP_FILE
+        self._writer.submit(lambda: save_figure(fig, path))
+
+    # ---- flushing and closing ----
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self._writer is not None:  # the checkpoint may name only snapshots that are on disk
+            t0 = time.perf_counter()
+            self._writer.flush()
+            self.timings["callback_s"] += time.perf_counter() - t0
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._close(quiet=True)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._close(quiet=True)
+
+    def _close(self, quiet: bool) -> None:
+        """Write what is queued, stop the writer and release the store; `quiet` turns a writer error into a warning."""
+        writer, store, self._writer, self._store = self._writer, self._store, None, None
+        try:
+            if writer is not None:
+                writer.close()
+        except Exception as e:
+            if not quiet:
+                raise
+            warnings.warn(f"the trajectory writer failed: {type(e).__name__}: {e}", stacklevel=2)
+        finally:
+            if store is not None:
+                store.close()

@@ -1,0 +1,276 @@
+"""The parts of TrajectoryCallback that need no Lightning: which probe a run scores, keeping the training state
+across a snapshot, assembling DDP shares of the scores, the numbers and map logged per snapshot (from
+trajlab.analysis, the one KL estimate), and the background thread that writes to the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import threading
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trajlab.analysis import embed, kl_paired
+from trajlab.analysis.figures import map_figure
+from trajlab.probe import ProbeSet
+from trajlab.store import TrajectoryStore
+from trajlab.tokenizer import tokenizer_meta
+
+
+def resolve_probe(
+    probe: ProbeSet | str | None, datamodule: Any = None, init_from: str | None = None
+) -> tuple[ProbeSet, dict | None]:
+    """The ProbeSet a `TrajectoryCallback` scores, and the parent run ({"run", "step", "store"}) for "parent".
+
+    Args:
+        probe: a ProbeSet; None for the data module's held-out ``probe_texts``; "default" for
+            ``ProbeSet.default()``; "parent" for the probe of the store beside the model being fine-tuned
+            (``<init_from>/../trajectory``, the layout of a trajlab run folder: ``<run>/hf`` beside
+            ``<run>/trajectory``), or, for a run that is no fine-tune (or whose parent has no store: with a
+            warning), the data module's held-out probe; a store folder (or "store:PATH") for that store's
+            probe; or a file saved with ProbeSet.save.
+        datamodule: where probe=None finds ``probe_texts`` (and ``hparams.corpus`` for the name).
+        init_from: the folder the fine-tuned model was loaded from, for probe="parent".
+    """
+    if isinstance(probe, ProbeSet):
+        return probe, None
+    if probe is None:
+        dm = datamodule
+        texts = getattr(dm, "probe_texts", None)
+        if not texts:
+            raise ValueError(
+                f"no probe given and {type(dm).__name__} has no held-out probe_texts: pass probe='default', a "
+                "ProbeSet, a ProbeSet file or a trajectory store folder"
+            )
+        corpus = getattr(getattr(dm, "hparams", None), "corpus", None) or type(dm).__name__
+        return ProbeSet(texts, name=f"{Path(str(corpus)).name}-heldout-{len(texts)}"), None
+    if probe == "default":
+        return ProbeSet.default(), None
+    if probe == "parent":
+        path = Path(init_from or ".").parent / "trajectory"
+        if init_from and (path / "meta.json").is_file():
+            return _store_probe(path, parent=True)
+        if init_from:
+            warnings.warn(
+                f"probe='parent': no trajectory store beside model.init_from ({path}); scoring the data module's "
+                "held-out probe, so this run's KL to its parent cannot be measured",
+                stacklevel=2,
+            )
+        return resolve_probe(None, datamodule)
+    path = Path(str(probe).removeprefix("store:"))
+    if path.is_dir():
+        return _store_probe(path, parent=False)
+    if path.is_file():
+        return ProbeSet.load(path), None
+    raise FileNotFoundError(
+        f"probe {probe!r}: no such store folder or probe file; use None, 'default', 'parent', a ProbeSet, a "
+        "trajectory store folder or a file written by ProbeSet.save"
+    )
+
+
+def _store_probe(path: Path, parent: bool) -> tuple[ProbeSet, dict | None]:
+    with TrajectoryStore.open(path) as store:
+        stored = store.probe()
+        steps = store.steps
+        info = {
+            "run": store.meta.get("run"),
+            "step": int(steps[-1]) if len(steps) else None,
+            "store": str(path),
+        }
+    probe = ProbeSet(stored.texts, name=stored.name)
+    if probe.fingerprint != stored.fingerprint:
+        raise ValueError(f"{path}/probe.json: texts do not match its fingerprint; the store is corrupted")
+    return probe, info if parent else None
+
+
+@contextmanager
+def training_state_preserved(module: torch.nn.Module | None):
+    """Restore every submodule's train flag and the torch (CPU, CUDA), numpy and Python RNG states on exit."""
+    modes = [(m, m.training) for m in module.modules()] if isinstance(module, torch.nn.Module) else []
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    states = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.get_rng_state(),
+        torch.cuda.get_rng_state_all() if cuda else None,
+    )
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda:
+            torch.cuda.set_rng_state_all(states[3])
+        for m, training in modes:
+            m.training = training
+
+
+def assembled_shards(indices: np.ndarray, values: np.ndarray, n_texts: int) -> np.ndarray:
+    """(R, N) scores from all-gathered shards: indices (W, M) text index per slot (-1: padding), values (W, R, M).
+
+    Raises:
+        RuntimeError: a text index that occurs twice, or a text no rank scored.
+    """
+    idx = indices.reshape(-1)
+    vals = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)  # (R, W*M)
+    keep = idx >= 0
+    counts = np.bincount(idx[keep], minlength=n_texts)
+    if len(counts) > n_texts or (counts != 1).any():
+        bad = int(np.flatnonzero(counts != 1)[0])
+        raise RuntimeError(
+            f"probe text {bad} was scored {counts[bad]} times across ranks (expected exactly once)"
+        )
+    out = np.empty((values.shape[1], n_texts))
+    out[:, idx[keep]] = vals[:, keep]
+    return out
+
+
+def scores_across_ranks(
+    score: Callable[[list[str]], np.ndarray],
+    texts: list[str],
+    rank: int,
+    world: int,
+    strategy: Any,
+    step: int,
+) -> np.ndarray:
+    """(R, N) scores of all texts, each scored on one rank: rank r scores texts r, r + world, ...
+
+    Every rank calls this with the same arguments but its rank; the shares are all-gathered with the Lightning
+    strategy's ``all_gather`` (on its ``root_device``) and each text index is checked to occur exactly once. A
+    failure on any rank raises on every rank, naming the step, so no rank is left waiting in a collective.
+    """
+    all_gather, device = strategy.all_gather, strategy.root_device
+    mine = np.arange(rank, len(texts), world)
+    local, error = None, None
+    try:
+        local = score([texts[i] for i in mine])  # (R, len(mine))
+    except Exception as e:  # noqa: BLE001 - re-raised below, after every rank has learnt of it
+        error = e
+    if world > 1:
+        failed = all_gather(torch.tensor([int(error is not None)], device=device)).reshape(-1).cpu()
+        if error is None and failed.any():
+            ranks = failed.nonzero().reshape(-1).tolist()
+            raise RuntimeError(f"trajectory snapshot at step {step}: scoring failed on rank(s) {ranks}")
+    if error is not None:
+        where = f" (text indices count within rank {rank}'s share {rank}::{world})" if world > 1 else ""
+        kind = ValueError if isinstance(error, ValueError) else RuntimeError
+        raise kind(f"trajectory snapshot at step {step}: {error}{where}") from error
+    if world == 1:
+        return local
+    m = -(-len(texts) // world)  # the largest share; smaller ones are padded with index -1
+    ids = torch.full((m,), -1, dtype=torch.int64)
+    ids[: len(mine)] = torch.from_numpy(mine)
+    vals = torch.zeros((len(local), m), dtype=torch.float64)
+    vals[:, : len(mine)] = torch.from_numpy(local)
+    gathered = [all_gather(t.to(device)).cpu().numpy() for t in (ids, vals)]  # (W, M), (W, R, M)
+    return assembled_shards(*gathered, len(texts))
+
+
+def store_meta(
+    run: str, pl_module: Any, model: Any, tokenizer: Any, settings: dict, parent: dict | None
+) -> dict:
+    """The meta.json of a callback's store: run, model, tokenizer, settings and hyper-parameters, seed, parent.
+
+    A trajlab LitLM describes its model and tokenizer itself (``run_meta``); any other module gets the model's
+    class (and transformers config) and the tokenizer's fingerprint.
+    """
+    meta = {"run": run}
+    if callable(getattr(pl_module, "run_meta", None)):
+        meta |= pl_module.run_meta()
+    else:
+        cfg = getattr(model, "config", None)
+        meta["model"] = {"class": type(model).__name__, **(cfg.to_diff_dict() if cfg else {})}
+        meta["tokenizer"] = tokenizer_meta(tokenizer)
+    meta["config"] = {"callback": settings, "hparams": dict(getattr(pl_module, "hparams", {}))}
+    meta["n_params"] = sum(
+        p.numel() for p in (model if isinstance(model, torch.nn.Module) else pl_module).parameters()
+    )
+    if "PL_GLOBAL_SEED" in os.environ:
+        meta["seed"] = int(os.environ["PL_GLOBAL_SEED"])
+    if parent:
+        meta["parent"] = parent
+    return json.loads(json.dumps(meta, default=str))  # tuples, dtypes, paths: JSON values
+
+
+def snapshot_metrics(
+    ll: np.ndarray, earlier: list[np.ndarray], n_bytes: np.ndarray, sq_dists: dict[int, float]
+) -> dict[str, float]:
+    """Logged numbers of one snapshot: KL to the first and previous snapshot (bits/byte and nats), between
+    adjacent lens layers (bits/byte) and the weight distance to the previous snapshot.
+
+    Args:
+        ll: (R, N) this snapshot's LL rows; the last row is the model's output.
+        earlier: [] or [first, previous] (N,) last-layer LL of earlier snapshots.
+        n_bytes: (N,) UTF-8 bytes per probe text.
+        sq_dists: {earlier step: exact squared weight distance}.
+    """
+    out = {}
+    for name, ref in zip(("first", "prev"), earlier):
+        out[f"traj/kl_{name}"] = float(kl_paired(ref, ll[-1], n_bytes)[0])
+        out[f"traj/kl_{name}_nats"] = float(kl_paired(ref, ll[-1])[0])
+    if len(ll) > 1:
+        for layer, kl in enumerate(kl_paired(ll[:-1], ll[1:], n_bytes), start=1):
+            out[f"traj/kl_layer_{layer}"] = float(kl)  # KL(layer - 1, layer)
+    if sq_dists:
+        out["traj/w_dist_prev"] = float(np.sqrt(sq_dists[max(sq_dists)]))
+    return out
+
+
+def trajectory_map(steps: np.ndarray, ll: np.ndarray, n_bytes: np.ndarray, title: str):
+    """PCA map (KL units, bits/byte) of the (K, N) last-layer LL rows; line width: consecutive KL. K >= 3."""
+    return map_figure(
+        {"PCA": embed(ll, "pca", 2, n_bytes)}, steps, kl_paired(ll[:-1], ll[1:], n_bytes), title
+    )
+
+
+class Writer:
+    """One daemon thread that runs store writes in submission order; its first error re-raises on the caller.
+
+    After an error, later writes are dropped (never written behind a failed one), so the store keeps a prefix.
+    """
+
+    def __init__(self, maxsize: int):
+        self._queue: queue.Queue[Callable[[], Any] | None] = queue.Queue(maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="trajlab-store-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    job()
+            except BaseException as e:  # noqa: BLE001 - handed to the training thread
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, job: Callable[[], Any]) -> None:
+        self.check()
+        self._queue.put(job)
+
+    def flush(self) -> None:
+        self._queue.join()
+        self.check()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self.check()
