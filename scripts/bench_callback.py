@@ -8,7 +8,7 @@ Runs alternate (none, callback, score-only, none, ...) so machine noise hits all
 Then the cost of one snapshot of a recipe's model on its data module's probe (default: configs/pretrain_tiny.yaml),
 to size the schedules of the YAML recipes.
 
-    python scripts/bench_callback.py [--config configs/debug.yaml] [--steps 60] [--every 10] [--repeats 2]
+    python scripts/bench_callback.py [--config configs/debug.yaml] [--steps 100] [--every 10] [--repeats 2]
         [--cost-config configs/pretrain_tiny.yaml]
 """
 
@@ -194,7 +194,7 @@ def snapshot_cost(config: str, repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/debug.yaml")
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2, help="0: only the snapshot cost")
     ap.add_argument(

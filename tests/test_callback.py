@@ -335,16 +335,14 @@ def tiny_fit(run_dir: Path, callbacks: list, max_steps: int = 6, **trainer_args)
     ids = torch.tensor(make_tokenizer()(" ".join(SAMPLE_TEXTS * 3))["input_ids"])
     windows = ids[: len(ids) // 16 * 16].view(-1, 16)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(windows), batch_size=4, shuffle=True)
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
     trainer = L.Trainer(
         max_steps=max_steps,
         accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=run_dir,
         callbacks=callbacks,
-        **trainer_args,
+        **quiet | trainer_args,
     )
     module = TinyModule()
     trainer.fit(module, loader)
@@ -510,3 +508,28 @@ def test_probe_from_a_store_or_a_file(tmp_path):
     )
     assert TrajectoryStore.open(tmp_path / "b").probe().texts == SAMPLE_TEXTS[::-1]
     assert TrajectoryStore.open(tmp_path / "c").probe().texts == SAMPLE_TEXTS[1:]
+
+
+def test_tensorboard_gets_the_numbers_and_the_map(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # wandb runs disabled here (conftest): its logger takes the same calls without a network.
+    loggers = [
+        TensorBoardLogger(tmp_path, name="tb", version=0),
+        WandbLogger(save_dir=tmp_path, offline=True),
+    ]
+    cb = tiny_callback(tmp_path / "store", map_every=3, weights="sketch")
+    tiny_fit(tmp_path, [cb], logger=loggers)
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0}).Reload()
+    store = TrajectoryStore.open(tmp_path / "store")
+    kl_prev = {e.step: e.value for e in events.Scalars("traj/kl_prev")}
+    ll = store.loglik(-1)
+    assert sorted(kl_prev) == store.steps.tolist()[1:]
+    for k in range(1, len(ll)):
+        assert kl_prev[int(store.steps[k])] == pytest.approx(
+            kl_direct(ll[k - 1], ll[k], store.n_bytes), rel=1e-6
+        )
+    images = events.Images("traj/map")
+    assert [im.step for im in images] == [4, 6]  # after 3 snapshots (0, 2, 4), then at the end
+    assert images[-1].width > 200 and (tmp_path / "store" / "trajectory_map.png").exists()

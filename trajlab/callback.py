@@ -185,7 +185,6 @@ class TrajectoryCallback(L.Callback):
             _, info = score_model(
                 self._model, self._tok, one, "last", max_length=self.max_length, return_info=True
             )
-        self._n_rows = info.n_layers + 1 if self.layers == "all" else 1
         error, start_stored = None, False
         if trainer.is_global_zero:
             try:
