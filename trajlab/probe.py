@@ -1,0 +1,166 @@
+"""ProbeSet: the fixed texts every model is scored on, with their byte lengths and a fingerprint.
+
+The LL vectors of two models are comparable only when they were computed on the same texts in the same order,
+so a probe set carries a fingerprint (sha256 over the texts, order-sensitive) that travels with every store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    """sha256 hex over the texts; each text is hashed as its 8-byte byte length then its UTF-8 bytes.
+
+    The length prefix makes the hash unambiguous under concatenation (["ab", "c"] != ["a", "bc"]).
+    """
+    h = hashlib.sha256()
+    for text in texts:
+        data = text.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+class ProbeSet:
+    """An ordered, named list of probe texts.
+
+    Treat it as immutable: `fingerprint` and `n_bytes` are computed once.
+
+    Attributes:
+        name: a human-readable label (not part of the fingerprint).
+        texts: the probe texts, in scoring order.
+    """
+
+    def __init__(self, texts: Iterable[str], name: str = "probe"):
+        texts = list(texts)
+        if not texts:
+            raise ValueError("a ProbeSet needs at least one text, got none")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"probe text {i} is a {type(text).__name__}, expected str")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"probe name must be a non-empty str, got {name!r}")
+        self.texts: list[str] = texts
+        self.name = name
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], name: str = "probe") -> ProbeSet:
+        """A probe set over the given texts, in the given order."""
+        if isinstance(texts, str):
+            raise ValueError("texts must be a list of str, got a single str")
+        return cls(texts, name=name)
+
+    @classmethod
+    def default(cls, n_per_domain: int | None = None) -> ProbeSet:
+        """The probe chunks of the bundled corpora, pretraining domain first.
+
+        Args:
+            n_per_domain: chunks per domain; None for all of them.
+        """
+        from trajlab import corpus  # corpus sits upstream of probe; imported lazily so probe stays light
+
+        texts = [t for domain in corpus.BUNDLED for t in corpus.probe_texts(domain, n=n_per_domain, seed=0)]
+        suffix = "" if n_per_domain is None else f"-n{n_per_domain}"
+        return cls(texts, name="+".join(corpus.BUNDLED) + suffix)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __repr__(self) -> str:
+        return f"ProbeSet(name={self.name!r}, n={len(self)}, fingerprint={self.fingerprint[:12]})"
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 hex over the texts (order-sensitive, see `texts_fingerprint`)."""
+        return texts_fingerprint(self.texts)
+
+    @cached_property
+    def n_bytes(self) -> np.ndarray:
+        """(N,) int64 UTF-8 byte length of each text."""
+        return np.array([len(t.encode("utf-8")) for t in self.texts], dtype=np.int64)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ProbeSet:
+        """The texts at `indices` (ints, or a boolean mask of length N), in that order.
+
+        The name records the parent and a hash of the indices, e.g. ``probe/subset-3-1a2b3c4d``.
+        """
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            if idx.shape != (len(self),):
+                raise ValueError(f"a boolean mask must have length {len(self)}, got shape {idx.shape}")
+            idx = np.flatnonzero(idx)
+        if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+            raise ValueError(f"indices must be a 1-D sequence of ints, got dtype {idx.dtype}, shape {idx.shape}")
+        idx = idx.astype(np.int64)
+        bad = idx[(idx < 0) | (idx >= len(self))]
+        if bad.size:
+            raise ValueError(f"subset index {int(bad[0])} is out of range for a probe set of {len(self)} texts")
+        tag = hashlib.sha256(idx.tobytes()).hexdigest()[:8]
+        return ProbeSet([self.texts[i] for i in idx], name=f"{self.name}/subset-{idx.size}-{tag}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready metadata: name, fingerprint, n_texts, texts."""
+        return {"name": self.name, "fingerprint": self.fingerprint, "n_texts": len(self), "texts": self.texts}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ProbeSet:
+        """Inverse of `to_dict`; verifies the fingerprint.
+
+        Raises:
+            ValueError: a missing field, or texts whose fingerprint differs from the recorded one.
+        """
+        missing = [k for k in ("name", "fingerprint", "texts") if k not in d]
+        if missing:
+            raise ValueError(f"probe metadata lacks field(s) {missing}; expected the output of ProbeSet.to_dict()")
+        probe = cls(d["texts"], name=d["name"])
+        if probe.fingerprint != d["fingerprint"]:
+            raise ValueError(
+                f"probe {d['name']!r}: texts hash to {probe.fingerprint[:12]} but the recorded fingerprint is "
+                f"{str(d['fingerprint'])[:12]}; the texts were changed or the file is corrupt"
+            )
+        return probe
+
+    def save(self, path: str | Path) -> Path:
+        """Write the probe set as one JSON file (atomically: temp file, then rename). Returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProbeSet:
+        """Read a file written by `save`, verifying its fingerprint.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not valid JSON, not a probe file, or a fingerprint mismatch.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no probe file at {path}; write one with ProbeSet.save(path)")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a valid probe file (corrupt JSON: {e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} is not a probe file: expected a JSON object, got {type(d).__name__}")
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
