@@ -80,5 +80,26 @@ def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
         np.testing.assert_allclose(stored[k], single, rtol=1e-6, atol=1e-6)
 
 
+def test_ddp_store_refused_on_rank_zero_stops_every_rank(tmp_path):
+    from trajlab.probe import ProbeSet
+    from trajlab.store import TrajectoryStore
+
+    meta = {"run": "other", "model": {}, "tokenizer": {"fingerprint": "x"}, "config": {}}
+    TrajectoryStore.create(
+        tmp_path / "trajectory", probe=ProbeSet(["a b", "c d"]), meta=meta, n_layers=2
+    ).close()
+    env = os.environ | {"PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, str(HERE), str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert run.returncode != 0  # and no rank is left waiting: the run ends within the timeout
+    assert "probe fingerprint" in run.stderr and "opening the store failed on rank 0" in run.stderr
+
+
 if __name__ == "__main__":
     ddp_fit(sys.argv[1])

@@ -185,20 +185,10 @@ class TrajectoryCallback(L.Callback):
             _, info = score_model(
                 self._model, self._tok, one, "last", max_length=self.max_length, return_info=True
             )
-        error, start_stored = None, False
-        if trainer.is_global_zero:
-            try:
-                start_stored = self._open(trainer, pl_module, info.n_layers, order)
-            except Exception as e:  # noqa: BLE001 - every rank must stop, not only rank zero
-                error = e
-        failed, start_stored = trainer.strategy.broadcast(
-            (None if error is None else f"{type(error).__name__}: {error}", start_stored)
+        start_stored = self._on_rank_zero(
+            trainer, "opening the store", self._open, trainer, pl_module, info.n_layers, order
         )
-        if error is not None:
-            raise error
-        if failed:
-            raise RuntimeError(f"rank 0 could not open the trajectory store: {failed}")
-        if start_stored:
+        if trainer.strategy.broadcast(start_stored):
             self._todo.pop(start, None)
             self._last_step = start
         self.timings["callback_s"] += time.perf_counter() - t0
@@ -281,8 +271,7 @@ class TrajectoryCallback(L.Callback):
             )
         score_s = time.perf_counter() - t0
         self._last_step = step
-        if trainer.is_global_zero:
-            self._record(trainer, step, index, ll, score_s)
+        self._on_rank_zero(trainer, f"recording step {step}", self._record, trainer, step, index, ll, score_s)
         self.timings["snapshots"] += 1
         self.timings["score_s"] += score_s
         self.timings["callback_s"] += time.perf_counter() - t0
@@ -380,10 +369,27 @@ class TrajectoryCallback(L.Callback):
     # ---- flushing and closing ----
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if self._writer is not None:  # the checkpoint may name only snapshots that are on disk
-            t0 = time.perf_counter()
-            self._writer.flush()
-            self.timings["callback_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()  # the checkpoint may name only snapshots that are on disk
+        self._on_rank_zero(trainer, "writing snapshots", lambda: self._writer and self._writer.flush())
+        self.timings["callback_s"] += time.perf_counter() - t0
+
+    @staticmethod
+    def _on_rank_zero(trainer: L.Trainer, what: str, fn, *args):
+        """fn(*args) on rank zero; its error is raised there and, under DDP, on every other rank as well (so
+        none waits in a collective for a rank that stopped). Returns fn's result (None elsewhere)."""
+        result, error = None, None
+        if trainer.is_global_zero:
+            try:
+                result = fn(*args)
+            except Exception as e:  # noqa: BLE001 - re-raised below
+                error = e
+        if trainer.world_size > 1:
+            failed = trainer.strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+            if error is None and failed:
+                raise RuntimeError(f"TrajectoryCallback stopped: {what} failed on rank 0: {failed}")
+        if error is not None:
+            raise error
+        return result
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
