@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 HERE = Path(__file__).resolve()
 DATA = {"vocab_size": 512, "seq_len": 64, "batch_size": 4, "n_probe": 15}  # 15 texts: shares of 8 and 7
@@ -46,6 +47,7 @@ def ddp_fit(out: str) -> None:
     trainer.fit(LitLM(preset="nano", context_length=64, warmup_steps=2), LMDataModule(**DATA))
 
 
+@pytest.mark.slow
 def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
     import torch
 
@@ -80,6 +82,7 @@ def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
         np.testing.assert_allclose(stored[k], single, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ddp_store_refused_on_rank_zero_stops_every_rank(tmp_path):
     from trajlab.probe import ProbeSet
     from trajlab.store import TrajectoryStore
