@@ -493,6 +493,21 @@ def test_parent_probe_falls_back_to_the_held_out_probe(tmp_path):
     assert probe.texts == SAMPLE_TEXTS[:4] and probe.name == "plays-heldout-4" and parent is None
 
 
+def test_n_texts_cuts_only_the_held_out_probe(tmp_path):
+    dm = SimpleNamespace(probe_texts=SAMPLE_TEXTS, hparams=SimpleNamespace(corpus="plays"))
+    for spec in (None, "parent"):  # "parent" in a run that is no fine-tune: the held-out probe
+        assert resolve_probe(spec, dm, None, n_texts=3)[0].texts == SAMPLE_TEXTS[:3]
+    ProbeSet(SAMPLE_TEXTS).save(tmp_path / "p.json")
+    for spec, init_from in (
+        (str(tmp_path / "p.json"), None),
+        ("parent", str(tmp_path / "hf")),
+        ("default", None),
+    ):
+        with pytest.raises(ValueError, match="n_texts=3 cuts only the data module's held-out probe") as e:
+            resolve_probe(spec, dm, init_from, n_texts=3)
+        one_line(e)
+
+
 def test_probe_from_a_store_or_a_file(tmp_path):
     tiny_fit(
         tmp_path, [tiny_callback(tmp_path / "a", probe=ProbeSet(SAMPLE_TEXTS[::-1], name="rev"))], max_steps=2

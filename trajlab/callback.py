@@ -64,8 +64,9 @@ class TrajectoryCallback(L.Callback):
             texts), "default", "parent" (the pretraining store's probe, for fine-tuning), a store folder
             ("store:PATH" or PATH), a ProbeSet file, or a ProbeSet. The probe is saved in the store, so a later
             run can reuse it.
-        n_texts: score only the first n_texts texts of that probe (the data module's probe is in seeded random
-            order, so they are a random sample). Leave unset with a stored probe, or the runs stop comparing.
+        n_texts: score only the first n_texts of the data module's held-out probe (a seeded random sample,
+            so its first texts are one too); only with that probe (probe None, or "parent" in a run that is no
+            fine-tune), since cutting a shared probe would make runs incomparable.
         schedule: "pythia[:SCALE]", "log[:N]", "every:N" or a list of steps (see `trajlab.schedule`).
         layers: "all" (embedding output, each block, model output) or "last" (the model's output only).
         weights: "sketch" (WeightSketch + exact squared distances to the previous `window` snapshots), "full"
@@ -151,11 +152,7 @@ class TrajectoryCallback(L.Callback):
             Path(self.out_dir) if self.out_dir is not None else Path(trainer.default_root_dir) / "trajectory"
         )
         init_from = getattr(getattr(pl_module, "hparams", None), "init_from", None)
-        self._probe, self._parent = resolve_probe(self.probe, trainer.datamodule, init_from)
-        if self.n_texts is not None and self.n_texts < len(self._probe):
-            self._probe = ProbeSet(
-                self._probe.texts[: self.n_texts], name=f"{self._probe.name}[:{self.n_texts}]"
-            )
+        self._probe, self._parent = resolve_probe(self.probe, trainer.datamodule, init_from, self.n_texts)
         if len(self._probe) < max(2, trainer.world_size):
             raise ValueError(f"the probe has {len(self._probe)} texts; KL needs >= 2 and DDP one per rank")
 

@@ -26,7 +26,10 @@ from trajlab.tokenizer import tokenizer_meta
 
 
 def resolve_probe(
-    probe: ProbeSet | str | None, datamodule: Any = None, init_from: str | None = None
+    probe: ProbeSet | str | None,
+    datamodule: Any = None,
+    init_from: str | None = None,
+    n_texts: int | None = None,
 ) -> tuple[ProbeSet, dict | None]:
     """The ProbeSet a `TrajectoryCallback` scores, and the parent run ({"run", "step", "store"}) for "parent".
 
@@ -39,7 +42,13 @@ def resolve_probe(
             probe; or a file saved with ProbeSet.save.
         datamodule: where probe=None finds ``probe_texts`` (and ``hparams.corpus`` for the name).
         init_from: the folder the fine-tuned model was loaded from, for probe="parent".
+        n_texts: keep the first n_texts of the data module's held-out probe (refused with any other probe).
     """
+    if n_texts is not None and probe is not None and (probe != "parent" or init_from):
+        raise ValueError(
+            f"n_texts={n_texts} cuts only the data module's held-out probe, not probe={str(probe)!r}: pass a "
+            "probe of the size you want (ProbeSet.subset) and n_texts=None"
+        )
     if isinstance(probe, ProbeSet):
         return probe, None
     if probe is None:
@@ -51,6 +60,7 @@ def resolve_probe(
                 "ProbeSet, a ProbeSet file or a trajectory store folder"
             )
         corpus = getattr(getattr(dm, "hparams", None), "corpus", None) or type(dm).__name__
+        texts = texts[:n_texts] if n_texts else texts
         return ProbeSet(texts, name=f"{Path(str(corpus)).name}-heldout-{len(texts)}"), None
     if probe == "default":
         return ProbeSet.default(), None
@@ -64,7 +74,7 @@ def resolve_probe(
                 "held-out probe, so this run's KL to its parent cannot be measured",
                 stacklevel=2,
             )
-        return resolve_probe(None, datamodule)
+        return resolve_probe(None, datamodule, n_texts=n_texts)
     path = Path(str(probe).removeprefix("store:"))
     if path.is_dir():
         return _store_probe(path, parent=False)
