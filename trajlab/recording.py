@@ -133,8 +133,10 @@ def assembled_shards(indices: np.ndarray, values: np.ndarray, n_texts: int) -> n
     idx = indices.reshape(-1)
     vals = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)  # (R, W*M)
     keep = idx >= 0
+    if (idx >= n_texts).any():
+        raise RuntimeError(f"a rank scored text {int(idx.max())} of a probe of {n_texts} texts")
     counts = np.bincount(idx[keep], minlength=n_texts)
-    if len(counts) > n_texts or (counts != 1).any():
+    if (counts != 1).any():
         bad = int(np.flatnonzero(counts != 1)[0])
         raise RuntimeError(
             f"probe text {bad} was scored {counts[bad]} times across ranks (expected exactly once)"
