@@ -48,9 +48,10 @@ import torch
 
 from trajlab.probe import ProbeSet
 
-# (tokens, vocab) per logits tile of the Unembed path, by device type: 8 MiB on CPU (tuned with
-# scripts/bench_lens.py); elsewhere (GPU, untuned) large tiles keep the kernel launches few.
-TILE_SHAPE = {"cpu": (1024, 2048), "default": (4096, 16384)}
+# (tokens, vocab) per logits tile of the Unembed path, by device type. CPU (tuned with scripts/bench_lens.py):
+# 32 MiB, near cache; smaller tiles were ~5% faster on an idle machine but several times slower on a busy one,
+# where every parallel op waits for a descheduled thread. Elsewhere (GPU, untuned) large tiles, few launches.
+TILE_SHAPE = {"cpu": (2048, 4096), "default": (4096, 16384)}
 CHUNK_ELEMENTS = 2**24  # logits per chunk of the adapter path (64 MiB fp32): tokens = CHUNK_ELEMENTS // vocab
 
 _FINAL_NORMS = ("gpt_neox.final_layer_norm", "transformer.ln_f", "model.norm")
