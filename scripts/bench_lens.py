@@ -8,7 +8,9 @@ Side by side in one run, per case (texts x tokens, all layers):
   (d) peak extra memory of (a) and (b): each run once in a fresh subprocess after set-up and a small warm-up; the
       kernel's peak-RSS mark (VmHWM) is reset just before the call, so the number is the resident growth the
       call causes (torch CPU tensors are malloc'd, which tracemalloc does not see).
-Times are medians over interleaved repeats (the machine is shared and noisy).
+Times are medians over interleaved repeats (the machine is shared and noisy). The load average is printed: on
+a busy machine every multi-threaded op waits for a descheduled thread (ms each), which inflates (a), made of many
+ops, far more than (b) or (c); there `--threads 1` shows the kernel's own ratios.
 
 Usage: python scripts/bench_lens.py [--repeats 5] [--cases 8x256,16x1024] [--threads N]
 """
@@ -138,7 +140,8 @@ def run_case(model, tok, n_texts: int, n_tokens: int, repeats: int) -> None:
     n_pos = n_texts * (n_tokens - 1)
     tile_tokens, tile_vocab = lens.TILE_SHAPE["cpu"]
     print(f"\n== {n_texts} texts x {n_tokens} tokens, {LAYERS + 1} rows, V={VOCAB}, batch {BATCH}, "
-          f"{torch.get_num_threads()} threads, {repeats} repeats (median s) ==")
+          f"{torch.get_num_threads()} threads, {repeats} repeats (median s), "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs ==")
     print(f"max |a - b| = {err:.2e} nats per token")
     print(f"(a) score_model      {ta:8.3f} s   (min {min(times['a']):.3f})")
     print(f"(b) naive lens       {tb:8.3f} s   (min {min(times['b']):.3f})")
