@@ -41,7 +41,8 @@ def recipe(base: str, out: Path, name: str, *, probe: Path, schedule: str, overr
     cfg["run_dir"] = str(out / name)
     for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"].endswith("TrajectoryCallback"):
-            cb.setdefault("init_args", {}).update({"probe": str(probe), "schedule": schedule, "layers": "all"})
+            cb.setdefault("init_args", {}).update(
+                {"probe": str(probe), "n_texts": None, "schedule": schedule, "layers": "all"})
     for dotted, value in overrides.items():
         node = cfg
         *parents, leaf = dotted.split(".")

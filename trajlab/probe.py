@@ -16,18 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from trajlab.corpus import BUNDLED, corpus_fingerprint, probe_texts
+
 
 def texts_fingerprint(texts: Sequence[str]) -> str:
-    """sha256 hex over the texts; each text is hashed as its 8-byte byte length then its UTF-8 bytes.
-
-    The length prefix makes the hash unambiguous under concatenation (["ab", "c"] != ["a", "bc"]).
-    """
-    h = hashlib.sha256()
-    for text in texts:
-        data = text.encode("utf-8")
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
+    """sha256 hex over the texts in order: the corpus module's fingerprint (8-byte length + UTF-8 bytes each),
+    so ["ab", "c"] != ["a", "bc"] and a probe cut from a corpus hashes like the same texts as documents."""
+    return corpus_fingerprint(list(texts))
 
 
 class ProbeSet:
@@ -66,9 +61,7 @@ class ProbeSet:
         Args:
             n_per_domain: chunks per domain; None for all of them.
         """
-        from trajlab import corpus  # corpus sits upstream of probe; imported lazily so probe stays light
-
-        texts = [t for domain in corpus.BUNDLED for t in corpus.probe_texts(domain, n=n_per_domain, seed=0)]
+        texts = [t for domain in BUNDLED for t in probe_texts(domain, n=n_per_domain, seed=0)]
         suffix = "" if n_per_domain is None else f"-n{n_per_domain}"
         return cls(texts, name="+".join(corpus.BUNDLED) + suffix)
 
