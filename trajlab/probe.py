@@ -63,7 +63,7 @@ class ProbeSet:
         """
         texts = [t for domain in BUNDLED for t in probe_texts(domain, n=n_per_domain, seed=0)]
         suffix = "" if n_per_domain is None else f"-n{n_per_domain}"
-        return cls(texts, name="+".join(corpus.BUNDLED) + suffix)
+        return cls(texts, name="+".join(BUNDLED) + suffix)
 
     def __len__(self) -> int:
         return len(self.texts)
