@@ -55,14 +55,15 @@ def recipe(base: str, out: Path, name: str, *, probe: Path, schedule: str, overr
     return path
 
 
-def train_all(out: Path, steps: int, ft_steps: int, seeds: list[int], sizes: list[str]) -> None:
+def train_all(out: Path, steps: int, ft_steps: int, seeds: list[int], sizes: list[str], *, dense_snapshots: int,
+              probe_per_domain: int) -> None:
     from trajlab import ProbeSet
     from trajlab.cli import main as cli
 
     probe = out / "probe.json"
     if not probe.exists():
-        ProbeSet.default(n_per_domain=64).save(probe)
-    dense, sparse = f"every:{max(steps // 100, 1)}", f"every:{max(steps // 10, 1)}"
+        ProbeSet.default(n_per_domain=probe_per_domain).save(probe)
+    dense, sparse = f"every:{max(steps // dense_snapshots, 1)}", f"every:{max(steps // 10, 1)}"
     warm = max(steps // 12, 10)
     runs = [(f"tiny-seed{s}", "tiny", s, dense if s == seeds[0] else sparse) for s in seeds]
     runs += [(f"{p}-seed{seeds[0]}", p, seeds[0], sparse) for p in sizes if p != "tiny"]
@@ -150,13 +151,17 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=int, default=300)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--sizes", default="nano,micro,tiny,small")
+    ap.add_argument("--dense-snapshots", type=int, default=100, help="snapshots of the seed-0 tiny run")
+    ap.add_argument("--probe-per-domain", type=int, default=64, help="probe texts per bundled corpus")
     args = ap.parse_args()
     out = Path(args.out)
     seeds, sizes = [int(s) for s in args.seeds.split(",")], args.sizes.split(",")
     t0 = time.perf_counter()
-    train_all(out, args.steps, args.finetune_steps, seeds, sizes)
+    train_all(out, args.steps, args.finetune_steps, seeds, sizes, dense_snapshots=args.dense_snapshots,
+              probe_per_domain=args.probe_per_domain)
     rows, checks = findings(out, seeds, sizes)
-    lines = [f"toy reproduction: {args.steps} pretraining steps, seeds {seeds}, sizes {sizes}; KL in bits/byte",
+    lines = [f"toy reproduction: {args.steps} pretraining steps, seeds {seeds}, sizes {sizes}, "
+             f"{2 * args.probe_per_domain} probe texts; KL in bits/byte",
              "", f"| {'quantity':<55} | {'toy':>9} | {'paper':<26} |", f"|{'-' * 57}|{'-' * 11}|{'-' * 28}|"]
     lines += [f"| {q:<55} | {v:>9.4g} | {str(p):<26} |" for q, v, p in rows]
     lines += ["", "orderings the paper reports:"]
