@@ -33,6 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DEBUG = yaml.safe_load((ROOT / "configs" / "debug.yaml").read_text())
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these models are small enough that a second one buys little, and a shared 2-core
+    machine stays responsive (runs compared with each other all run here, so results stay comparable)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---- schedules ----
 
 
