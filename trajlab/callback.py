@@ -64,14 +64,14 @@ class TrajectoryCallback(L.Callback):
             texts), "default", "parent" (the pretraining store's probe, for fine-tuning), a store folder
             ("store:PATH" or PATH), a ProbeSet file, or a ProbeSet. The probe is saved in the store, so a later
             run can reuse it.
-        n_texts: score only the first n_texts of the data module's held-out probe (a seeded random sample,
-            so its first texts are one too); only with that probe (probe None, or "parent" in a run that is no
-            fine-tune), since cutting a shared probe would make runs incomparable.
         schedule: "pythia[:SCALE]", "log[:N]", "every:N" or a list of steps (see `trajlab.schedule`).
         layers: "all" (embedding output, each block, model output) or "last" (the model's output only).
         weights: "sketch" (WeightSketch + exact squared distances to the previous `window` snapshots), "full"
             (the same, plus all parameters as safetensors at every `full_every`-th scheduled snapshot and at the
             end), or "none".
+        n_texts: score only the first n_texts of the data module's held-out probe (a seeded random sample,
+            so its first texts are one too); only with that probe (probe None, or "parent" in a run that is no
+            fine-tune), since cutting a shared probe would make runs incomparable.
         tokenizer: default ``pl_module.tokenizer``, else the data module's ``tokenizer``.
         model: the transformers causal LM or `trajlab.lens.LensAdapter` to score, or the name of a pl_module
             attribute holding it; default ``pl_module.model``.
@@ -94,11 +94,11 @@ class TrajectoryCallback(L.Callback):
         self,
         out_dir: str | None = None,
         probe: ProbeSet | str | None = None,
-        n_texts: int | None = None,
         schedule: str | list[int] = "pythia",
         layers: Literal["all", "last"] = "all",
         weights: Literal["sketch", "full", "none"] = "sketch",
         *,
+        n_texts: int | None = None,
         tokenizer: Any = None,
         model: Any = None,
         final: bool = True,
