@@ -211,7 +211,7 @@ class LitLM(L.LightningModule):
         if hp.init_from:
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(hp.init_from)
+            model = AutoModelForCausalLM.from_pretrained(hp.init_from).train()  # loads in eval mode: dropout off
             rows = model.get_input_embeddings().num_embeddings
             if rows < len(self.tokenizer):
                 raise ValueError(
