@@ -47,6 +47,13 @@ def ddp_fit(out: str) -> None:
     trainer.fit(LitLM(preset="nano", context_length=64, warmup_steps=2), LMDataModule(**DATA))
 
 
+def run_two_ranks(tmp_path):
+    """This file as a script: a 2-process gloo DDP fit into tmp_path (one thread each, so they don't fight)."""
+    env = os.environ | {"PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(HERE), str(tmp_path)], check=False, capture_output=True,
+                          text=True, timeout=240, env=env)
+
+
 @pytest.mark.slow
 def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
     import torch
@@ -56,15 +63,7 @@ def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
     from trajlab.models import build_model
     from trajlab.store import TrajectoryStore
 
-    env = os.environ | {"PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, str(HERE), str(tmp_path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-    )
+    run = run_two_ranks(tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
     store = TrajectoryStore.open(tmp_path / "trajectory")
     assert store.steps.tolist() == [0, 2, 4]
@@ -91,15 +90,7 @@ def test_ddp_store_refused_on_rank_zero_stops_every_rank(tmp_path):
     TrajectoryStore.create(
         tmp_path / "trajectory", probe=ProbeSet(["a b", "c d"]), meta=meta, n_layers=2
     ).close()
-    env = os.environ | {"PYTHONPATH": str(HERE.parents[1]), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, str(HERE), str(tmp_path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-    )
+    run = run_two_ranks(tmp_path)
     assert run.returncode != 0  # and no rank is left waiting: the run ends within the timeout
     assert "probe fingerprint" in run.stderr and "opening the store failed on rank 0" in run.stderr
 
