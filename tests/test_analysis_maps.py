@@ -69,11 +69,11 @@ def test_classical_mds_recovers_points():
 
 def test_tsne_runs_sklearn_on_kl_scaled_coordinates(walk):
     n_bytes = np.full(walk.shape[1], 1000)
-    sub = walk[:8]  # default perplexity min(30, K - 1) = 7
+    sub = walk[:8]  # default perplexity min(30, (K - 1) / 3) = 7/3
     x = sub - sub.mean(axis=0) - sub.mean(axis=1, keepdims=True) + sub.mean()
     x = x / np.sqrt(2 * x.shape[1] * 1000 * np.log(2))
     ref = TSNE(
-        2, perplexity=7, init="pca", learning_rate="auto", random_state=42, max_iter=250
+        2, perplexity=7 / 3, init="pca", learning_rate="auto", random_state=42, max_iter=250
     ).fit_transform(x)
     same_up_to_sign(ta.embed(sub, "tsne", 2, n_bytes, max_iter=250), ref, rtol=1e-9)
 

@@ -9,6 +9,9 @@ numpy / scipy / scikit-learn / matplotlib only (no torch), so stores can be anal
     ta.analyze(stores, "out/")                       # every number, CSV tables and figures
 """
 
+from trajlab.analysis.bootstrap import bootstrap_exponent_order, bootstrap_kl, bootstrap_order
+from trajlab.analysis.calibrate import spiral_test, thread_test
+from trajlab.analysis.config import AnalysisConfig
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
 from trajlab.analysis.kl import double_center, kl_matrix, kl_paired, prepare
 from trajlab.analysis.maps import classical_mds, embed
@@ -18,6 +21,12 @@ from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_ba
 from trajlab.analysis.threads import layer_map, layer_threads
 
 __all__ = [
+    "AnalysisConfig",
+    "bootstrap_exponent_order",
+    "bootstrap_kl",
+    "bootstrap_order",
+    "spiral_test",
+    "thread_test",
     "Trajectory",
     "analyze",
     "classical_mds",

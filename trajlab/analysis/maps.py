@@ -13,6 +13,7 @@ import numpy as np
 from scipy.sparse.linalg import eigsh
 from sklearn.manifold import TSNE
 
+from trajlab.analysis.config import tsne_perplexity
 from trajlab.analysis.kl import as_ll, double_center, kl_matrix, kl_unit_factor
 
 METHODS = ("pca", "mds", "tsne")
@@ -85,15 +86,16 @@ def embed(
         step alone (analyze() does that).
       - "mds": classical MDS of the KL matrix; equals "pca" up to rounding.
       - "tsne": scikit-learn t-SNE on Q scaled to KL units (squared Euclidean distance = KL), init="pca",
-        learning_rate="auto", random_state=42 as in the papers; perplexity defaults to min(30, K - 1) (the
-        papers use 30, and 20 for fine-tuning sets; sklearn needs perplexity < K). Needs K >= 3, dim 2 or 3.
+        learning_rate="auto", random_state=42 as in the papers; perplexity defaults to min(30, (K - 1) / 3)
+        (the papers use 30 with K in the hundreds, 20 for fine-tuning sets; sklearn needs perplexity < K, and
+        with perplexity near K every point is every other's neighbour). Needs K >= 3, dim 2 or 3.
 
     Args:
         ll: (K, N) LL vectors.
         method: "pca", "mds" or "tsne".
         dim: map dimension (2 or 3 for plots); needs K > dim.
         n_bytes: optional (N,) byte counts; sets the scale to bits per byte (only the scale changes).
-        perplexity: t-SNE perplexity, default min(30, K - 1).
+        perplexity: t-SNE perplexity, default min(30, (K - 1) / 3).
         random_state: t-SNE seed.
         max_iter: t-SNE optimisation steps (sklearn's default 1000; at least 250).
     """
@@ -116,7 +118,7 @@ def embed(
         return _oriented(x @ v)
     if dim not in (2, 3) or k < 3:
         raise ValueError(f"t-SNE needs dim 2 or 3 and at least 3 models, got dim={dim}, K={k}")
-    perp = min(30.0, k - 1.0) if perplexity is None else float(perplexity)
+    perp = tsne_perplexity(k, perplexity)
     if not 0 < perp < k:
         raise ValueError(f"t-SNE perplexity must be in (0, K={k}), got {perp}")
     tsne = TSNE(
