@@ -109,3 +109,13 @@ def test_pairwise_sq_dist_is_exact_far_from_origin():
 def test_diffusion_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         ta.diffusion_exponents(*args)
+
+
+def test_fits_after_warmup_with_full_windows_only():
+    steps = np.arange(0, 200, 10)  # 20 snapshots
+    sq = (steps[:, None] - steps[None, :]).astype(float) ** 2
+    all_fits = ta.diffusion_exponents(sq, steps, 5)
+    assert all_fits["t0"].tolist() == list(range(0, 170, 10))  # the last starts keep 3 or 4 lags
+    fits = ta.diffusion_exponents(sq, steps, 5, min_t0=35, full_window=True)
+    assert fits["t0"].tolist() == list(range(40, 150, 10)) and (fits["n_lags"] == 5).all()
+    np.testing.assert_allclose(fits["c"], 2.0)

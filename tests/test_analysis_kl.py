@@ -210,3 +210,18 @@ def test_bad_n_bytes_and_options_are_rejected(ll):
 def test_import_does_not_load_torch():
     code = "import sys, trajlab.analysis; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_jump_drop_ranks_post_warmup_rows_only():
+    rng = np.random.default_rng(7)
+    n = 100
+    ll = -300 + np.cumsum(0.1 * rng.normal(size=(8, n)), axis=0)
+    ll[1, :5] -= 50  # texts 0-4 jump in warm-up (rows 0-2)
+    ll[6:, 10:13] += 20  # texts 10-12 jump after warm-up
+    post = np.arange(8) >= 3
+    _, _, kept = ta.prepare([ll], drop_jump_fraction=0.03, jump_rows=[post])
+    assert sorted(np.flatnonzero(~kept)) == [10, 11, 12]
+    _, _, kept_all = ta.prepare([ll], drop_jump_fraction=0.03)
+    assert set(np.flatnonzero(~kept_all)) <= set(range(5))  # all rows: the warm-up jumps win
+    with pytest.raises(ValueError, match="one mask per LL matrix"):
+        ta.prepare([ll], drop_jump_fraction=0.03, jump_rows=[post, post])

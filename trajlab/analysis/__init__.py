@@ -14,10 +14,11 @@ from trajlab.analysis.calibrate import spiral_test, thread_test
 from trajlab.analysis.config import AnalysisConfig
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
 from trajlab.analysis.kl import double_center, kl_matrix, kl_paired, prepare
+from trajlab.analysis.pairs import domain_split, fixed_lag_pairs
 from trajlab.analysis.maps import classical_mds, embed
 from trajlab.analysis.spiral import fit_center, spiral_stats, winding
 from trajlab.analysis.summary import analyze
-from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base
+from trajlab.analysis.tables import Trajectory, comparison_pairs, comparison_table, finetune_vs_base
 from trajlab.analysis.threads import layer_map, layer_threads
 
 __all__ = [
@@ -30,11 +31,14 @@ __all__ = [
     "Trajectory",
     "analyze",
     "classical_mds",
+    "comparison_pairs",
     "comparison_table",
     "diffusion_exponents",
+    "domain_split",
     "double_center",
     "embed",
     "finetune_vs_base",
+    "fixed_lag_pairs",
     "fit_center",
     "kl_matrix",
     "kl_paired",

@@ -16,7 +16,14 @@ FIT_DTYPE = np.dtype(
 MIN_LAGS = 3
 
 
-def diffusion_exponents(sq_dist: np.ndarray, steps: np.ndarray, window: int = 10) -> np.ndarray:
+def diffusion_exponents(
+    sq_dist: np.ndarray,
+    steps: np.ndarray,
+    window: int = 10,
+    *,
+    min_t0: int | None = None,
+    full_window: bool = False,
+) -> np.ndarray:
     """Returns one local fit ln y = c ln dt + b per start snapshot, as a structured array.
 
     For start index i and k = 1..window: dt = steps[i+k] - steps[i], y = sq_dist[i, i+k] (or sq_dist[i+k, i]
@@ -28,6 +35,8 @@ def diffusion_exponents(sq_dist: np.ndarray, steps: np.ndarray, window: int = 10
             (nats, bits per byte, squared weight norm): c does not depend on it.
         steps: (K,) strictly increasing training steps of the snapshots.
         window: number of following snapshots per fit, >= 3.
+        min_t0: start only at steps >= min_t0 (the paper: after warm-up); None: every start.
+        full_window: keep only starts whose window holds `window` usable lags (no truncated fits near the end).
 
     Returns:
         Structured array with fields t0 (start step), c (slope), b (intercept), r2 (coefficient of
@@ -52,7 +61,7 @@ def diffusion_exponents(sq_dist: np.ndarray, steps: np.ndarray, window: int = 10
         j = np.arange(i + 1, min(i + 1 + window, len(st)))
         y = y_all[i, j]
         ok = np.isfinite(y) & (y > 0)
-        if ok.sum() < MIN_LAGS:
+        if ok.sum() < (window if full_window else MIN_LAGS) or (min_t0 is not None and st[i] < min_t0):
             continue
         x = np.log((st[j] - st[i])[ok].astype(np.float64))
         ly = np.log(y[ok])

@@ -174,14 +174,15 @@ def prepare(
     *,
     clip_quantile: float | None = None,
     drop_jump_fraction: float | None = None,
+    jump_rows: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | None, np.ndarray]:
     """Returns the LL matrix cleaned with the papers' optional steps (both off by default).
 
     Steps, in this order:
       1. drop_jump_fraction (paper: 0.03): drop that fraction of texts with the largest jump
-         max_k |l_{k+1} - l_k| between consecutive snapshots (within each trajectory). Pass only post-warm-up
-         rows if warm-up jumps should not count. The mean bytes per text B is then recomputed on the kept
-         texts by kl_matrix, since the returned n_bytes holds only the kept texts.
+         max_k |l_{k+1} - l_k| between consecutive snapshots (within each trajectory), over the rows that
+         jump_rows selects (the paper: each run's snapshots after warm-up). The mean bytes per text B is then
+         recomputed on the kept texts by kl_matrix, since the returned n_bytes holds only the kept texts.
       2. clip_quantile (paper: 0.02): clip LL from below at that quantile of all (kept) values, pooled over
          all trajectories, so one threshold holds everywhere. -inf values are allowed only if clipping removes
          them.
@@ -192,6 +193,8 @@ def prepare(
         n_bytes: optional (N,) UTF-8 byte counts per text.
         clip_quantile: quantile in (0, 1) to clip from below at, or None.
         drop_jump_fraction: fraction in [0, 1) of texts to drop, or None.
+        jump_rows: optional boolean (K_i,) mask per matrix: the rows whose consecutive jumps are ranked (the
+            selected rows of one trajectory count as consecutive); None: all rows.
 
     Returns:
         (ll, n_bytes, kept_mask): ll in the form it was given (array or list) restricted to the kept texts,
@@ -213,10 +216,16 @@ def prepare(
     if drop_jump_fraction is not None:
         if not 0.0 <= drop_jump_fraction < 1.0:
             raise ValueError(f"drop_jump_fraction must be in [0, 1), got {drop_jump_fraction}")
-        if all(m.shape[0] < 2 for m in mats):
-            raise ValueError("drop_jump_fraction needs a trajectory with at least 2 snapshots")
+        if jump_rows is None:
+            ranked = mats
+        else:
+            if len(jump_rows) != len(mats):
+                raise ValueError(f"jump_rows needs one mask per LL matrix ({len(mats)}), got {len(jump_rows)}")
+            ranked = [m[np.asarray(r, dtype=bool)] for m, r in zip(mats, jump_rows, strict=True)]
+        if all(m.shape[0] < 2 for m in ranked):
+            raise ValueError("drop_jump_fraction needs a trajectory with at least 2 snapshots (among the rows jump_rows selects)")
         jumps = np.zeros(n)  # (N,) largest |delta l| per text; non-finite jumps rank first
-        for m in mats:
+        for m in ranked:
             if m.shape[0] >= 2:
                 with np.errstate(invalid="ignore"):  # -inf - -inf = NaN: ranked as an infinite jump
                     step = np.abs(np.diff(m, axis=0))
