@@ -110,8 +110,10 @@ def test_files_written(result):
         "exponent_summary.csv",
         "spiral.csv",
         "layer_threads.csv",
+        "thread_test.csv",
         "comparison.csv",
         "finetune_vs_base.csv",
+        "finetune_order.csv",
         "kl_matrix_base.csv",
         "kl_matrix_seed2.csv",
         "kl_matrix_ft.csv",
@@ -144,8 +146,14 @@ def test_per_store_numbers(result, stores):
     assert summary["units"] == "bits/byte" and summary["mean_bytes"] == pytest.approx(N_BYTES.mean())
     xy = np.array(base["maps"]["pca"]["coords"])
     np.testing.assert_allclose(xy, ta.embed(ll, "pca", 2, N_BYTES), rtol=1e-6, atol=1e-9 * np.abs(xy).max())
-    assert base["maps"]["pca"]["spiral"] == pytest.approx(ta.spiral_stats(xy))
-    # Brownian LL path: c ~ 1; ballistic weights: c ~ 2 (exact distances here, the sketch for seed2)
+    test = ta.spiral_test(ll, "pca", 200, 0, N_BYTES)
+    spiral = base["maps"]["pca"]["spiral"]
+    assert spiral["winding_turns"] == pytest.approx(test["winding_turns"]) and spiral["winding_turns"] >= 0
+    assert spiral["p_value"] == test["p_value"] and spiral["null_q95"] == pytest.approx(test["null_q95"])
+    # Brownian LL path: c ~ 1; ballistic weights: c ~ 2 (exact distances here, the sketch for seed2); no warm-up
+    # recorded: fits from every start with a full window of 10 lags (starts 1000..10000)
+    assert base["diffusion"]["ll"]["fits_used"] == {"window": 10, "min_t0": None, "full_windows": True, "n": 10,
+                                                    "t0_first": 1000, "t0_last": 10000}  # fmt: skip
     assert abs(base["diffusion"]["ll"]["summary"]["median"] - 1) < 0.2
     assert base["diffusion"]["weight"]["source"] == "exact"
     assert abs(base["diffusion"]["weight"]["summary"]["median"] - 2) < 0.05
@@ -163,6 +171,12 @@ def test_layer_threads_numbers(result, stores):
     adjacent = [[direct_kl(s[la], s[la + 1]) for la in range(3)] for s in layers]
     np.testing.assert_allclose(lt["adjacent_kl"], adjacent, rtol=1e-9)
     assert np.array(lt["coords"]).shape == (20, 4, 2)
+    test = ta.thread_test(layers, 500, 0, N_BYTES)
+    assert {k: v for k, v in lt["test"].items() if k != "note"} == pytest.approx(
+        {k: v for k, v in test.items() if k != "note"}
+    )
+    assert lt["test"]["note"] == test["note"]
+    assert lt["test"]["exact"] and lt["test"]["n_perms"] == 24  # 4 layer states: all orders enumerated
 
 
 def test_cross_store_tables(result, stores):
@@ -175,6 +189,11 @@ def test_cross_store_tables(result, stores):
     assert rows[("finetune", "ft", "base")]["kl_bits_per_byte"] == pytest.approx(direct_kl(ft[-1], base[5]))
     fvb = summary["finetune_vs_base"]
     assert fvb["pair_labels"] == [["ft@100", "base@6000"]]
+    # roots: base and ft (its parent's root) vs seed2; the parent snapshot base@6000 is never a random pair
+    assert fvb["models"] == ["base@20000", "seed2@20000", "ft@100", "base@6000"]
+    assert fvb["roots"] == ["base", "seed2", "base", None]
+    assert sorted(map(tuple, fvb["random_pairs"])) == [(0, 1), (1, 2)]
+    assert fvb["order"]["smaller"] == pytest.approx(direct_kl(ft[-1], base[5]))
     assert fvb["pairs"]["median"] == pytest.approx(direct_kl(ft[-1], base[5]))
     with open(out / "snapshots.csv") as f:
         snaps = list(csv.DictReader(f))
@@ -204,6 +223,7 @@ def test_tsne_map(stores, tmp_path):
     summary = ta.analyze(stores[2:], tmp_path / "t", tsne=True)
     xy = np.array(summary["runs"]["ft"]["maps"]["tsne"]["coords"])
     assert xy.shape == (3, 2) and summary["joint_map"] is None
+    assert summary["runs"]["ft"]["maps"]["tsne"]["spiral"]["perplexity"] == pytest.approx(2 / 3)
 
 
 def test_bad_inputs_write_nothing(stores, tmp_path):

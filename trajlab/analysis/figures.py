@@ -37,7 +37,11 @@ def save_figure(fig: Figure, path: Path) -> None:
 
 
 def map_figure(
-    maps: dict[str, np.ndarray], steps: np.ndarray, consecutive_kl: np.ndarray, title: str
+    maps: dict[str, np.ndarray],
+    steps: np.ndarray,
+    consecutive_kl: np.ndarray,
+    title: str,
+    spirals: dict[str, dict] | None = None,
 ) -> Figure:
     """Returns one panel per map: points coloured by step, segments with width proportional to consecutive KL.
 
@@ -46,6 +50,7 @@ def map_figure(
         steps: (K,) training steps.
         consecutive_kl: (K-1,) KL between consecutive snapshots.
         title: figure title.
+        spirals: optional method name -> spiral_test numbers, shown in the panel title.
     """
     fig, axes = _figure(len(maps))
     norm = Normalize(steps.min(), steps.max())
@@ -57,7 +62,12 @@ def map_figure(
         )
         points = ax.scatter(xy[:, 0], xy[:, 1], c=steps, cmap=CMAP, norm=norm, s=14, zorder=3)
         ax.annotate("start", xy[0], fontsize=8)
-        ax.set_title(name)
+        sp = (spirals or {}).get(name)
+        label = name if name != "tsne" or sp is None else f"t-SNE, perplexity {sp['perplexity']:.3g}"
+        if sp is not None:
+            label += (f"\n|winding| {sp['winding_turns']:.2f} turns; random walks: q95 {sp['null_q95']:.2f}, "
+                      f"p = {sp['p_value']:.3g}")  # fmt: skip
+        ax.set_title(label, fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
         ax.autoscale_view()
     fig.colorbar(points, ax=axes, label="step")
@@ -130,13 +140,24 @@ def diffusion_figure(panels: list[dict], title: str) -> Figure:
     return fig
 
 
-def joint_map_figure(coords: dict[str, np.ndarray], title: str) -> Figure:
-    """Returns one PCA map of several runs' trajectories (one colour per run, start marked)."""
-    fig, (ax,) = _figure(1, width=6.0, height=5.0)
-    for name, xy in coords.items():
-        (line,) = ax.plot(xy[:, 0], xy[:, 1], marker=".", ms=4, lw=0.8, label=name)
-        ax.plot(*xy[0], marker="o", color=line.get_color(), ms=6)
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(fontsize=7)
-    ax.set_title(title)
+def joint_map_figure(joint: dict, title: str) -> Figure:
+    """Returns the joint PCA map of several runs' trajectories next to their joint t-SNE map (one colour per run).
+
+    Args:
+        joint: {"pca": {run: (K_i, 2)}, "tsne": {run: (K_i, 2)} or None, "tsne_perplexity": float or None}.
+        title: figure title.
+    """
+    panels = [("joint PCA", joint["pca"])]
+    if joint.get("tsne") is not None:
+        panels.append((f"joint t-SNE, perplexity {joint['tsne_perplexity']:.3g}", joint["tsne"]))
+    fig, axes = _figure(len(panels), width=6.0, height=5.0)
+    for ax, (label, coords) in zip(axes, panels, strict=True):
+        for name, xy in coords.items():
+            xy = np.asarray(xy)
+            (line,) = ax.plot(xy[:, 0], xy[:, 1], marker=".", ms=4, lw=0.8, label=name)
+            ax.plot(*xy[0], marker="o", color=line.get_color(), ms=6)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.legend(fontsize=7)
+        ax.set_title(label)
+    fig.suptitle(title)
     return fig

@@ -21,14 +21,7 @@ from trajlab.analysis.figures import (
     threads_figure,
 )
 
-SPIRAL_KEYS = (
-    "winding_turns",
-    "turning_turns",
-    "mean_abs_curvature",
-    "radius_trend",
-    "path_length",
-    "straightness",
-)
+SPIRAL_KEYS = ("winding_turns", "null_mean", "null_q95", "p_value", "n_null", "perplexity")
 
 
 def json_safe(x):
@@ -80,7 +73,10 @@ def _write_figures(out: Path, summary: dict, arrays: dict, names: list[str], win
         figs = []
         if rec["maps"]:
             maps = {m: v["coords"] for m, v in rec["maps"].items()}
-            figs.append((f"map_{stem}.png", map_figure(maps, rec["steps"], rec["consecutive_kl"], name)))
+            spirals = {m: v["spiral"] for m, v in rec["maps"].items()}
+            figs.append(
+                (f"map_{stem}.png", map_figure(maps, rec["steps"], rec["consecutive_kl"], name, spirals))
+            )
         if rec["layer_threads"] is not None:
             lt = rec["layer_threads"]
             figs.append(
@@ -117,17 +113,15 @@ def _write_figures(out: Path, summary: dict, arrays: dict, names: list[str], win
             save_figure(fig, out / fname)
             files.append(fname)
     if summary["joint_map"] is not None:
-        save_figure(
-            joint_map_figure(summary["joint_map"], f"all runs, joint PCA ({summary['units']})"),
-            out / "map_all.png",
-        )
+        save_figure(joint_map_figure(summary["joint_map"], f"all runs, joint maps ({summary['units']})"),
+                    out / "map_all.png")  # fmt: skip
         files.append("map_all.png")
     return files
 
 
 def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
     tables: dict[str, tuple[list[str], list]] = {}
-    snap_rows, exp_rows, exp_sum_rows, spiral_rows, layer_rows = [], [], [], [], []
+    snap_rows, exp_rows, exp_sum_rows, spiral_rows, layer_rows, thread_rows = [], [], [], [], [], []
     for name, stem in zip(names, _file_stems(names), strict=True):
         rec = summary["runs"][name]
         steps, k = rec["steps"], len(rec["steps"])
@@ -151,13 +145,19 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
         ]
         for space, d in rec["diffusion"].items():
             exp_rows += [[name, space, *f] for f in d["fits"].tolist()]
-            exp_sum_rows.append([name, space, d["source"], *d["summary"].values()])
+            used = d["fits_used"]
+            exp_sum_rows.append([name, space, d["source"], *d["summary"].values(), used["window"],
+                                 used["min_t0"], used["full_windows"], used["t0_first"], used["t0_last"]])  # fmt: skip
         spiral_rows += [[name, m, *(v["spiral"][key] for key in SPIRAL_KEYS)] for m, v in rec["maps"].items()]
         if rec["layer_threads"] is not None:
             adj = rec["layer_threads"]["adjacent_kl"]
             layer_rows += [
                 [name, steps[i], la, adj[i, la]] for i in range(adj.shape[0]) for la in range(adj.shape[1])
             ]
+        if rec["layer_threads"] is not None:
+            t = rec["layer_threads"]["test"]
+            thread_rows.append([name, t["thread_score"], t["null_mean"], t["p_value"], t["n_perms"], t["exact"],
+                                t["min_p"]])  # fmt: skip
         tables[f"kl_matrix_{stem}.csv"] = (
             ["step", *map(str, steps)],
             [[s, *row] for s, row in zip(steps, rec["kl_matrix"], strict=True)],
@@ -179,12 +179,16 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
     )
     tables["exponents.csv"] = (["run", "space", "t0", "c", "b", "r2", "n_lags"], exp_rows)
     tables["exponent_summary.csv"] = (
-        ["run", "space", "source", "median", "ci_low", "ci_high", "n"],
+        ["run", "space", "source", "median", "ci_low", "ci_high", "n", "window", "min_t0", "full_windows",
+         "t0_first", "t0_last"],  # fmt: skip
         exp_sum_rows,
     )
     tables["spiral.csv"] = (["run", "map", *SPIRAL_KEYS], spiral_rows)
     if layer_rows:
         tables["layer_threads.csv"] = (["run", "step", "layer", f"adjacent_kl ({units})"], layer_rows)
+        tables["thread_test.csv"] = (
+            ["run", "thread_score", "null_mean", "p_value", "n_perms", "exact", "min_p"], thread_rows
+        )
     comp = summary["comparison"]
     if comp:
         tables["comparison.csv"] = (list(comp[0]), [list(r.values()) for r in comp])
@@ -194,6 +198,12 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
             ["group", "median", "mean", "sd", "n"],
             [[g, *fvb[g].values()] for g in ("pairs", "random")],
         )
+        if fvb.get("order") is not None:
+            o = fvb["order"]
+            tables["finetune_order.csv"] = (
+                ["mean_pairs", "mean_random", "diff", "ci_lo", "ci_hi", "p_value", "n_boot"],
+                [[o["smaller"], o["larger"], o["diff"], o["lo"], o["hi"], o["p_value"], o["n_boot"]]],
+            )
     for fname, (header, rows) in tables.items():
         _write_atomic(out / fname, _csv_text(header, rows))
     return list(tables)

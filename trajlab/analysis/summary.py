@@ -1,7 +1,9 @@
 """Every analysis number for a set of trajectory stores, written as summary.json, CSV tables and PNG figures.
 
-Stores are duck-typed (trajlab.store.TrajectoryStore's read API), so this module needs no import from the
-store and stays numpy-only. `trajlab analyze STORE... --out DIR` calls analyze().
+Stores are duck-typed (trajlab.store.TrajectoryStore's read API: steps, loglik, loglik_all, n_bytes, meta,
+probe, weight_*), so this module needs no import from the store and stays numpy-only. Meta keys of format v2
+("warmup_steps", "max_steps", "id", "lineage", "scoring") are read with defaults, so v1 stores work too.
+`trajlab analyze STORE... --out DIR` calls analyze().
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
+from trajlab.analysis.bootstrap import bootstrap_exponent_order
+from trajlab.analysis.calibrate import spiral_test, thread_test
+from trajlab.analysis.config import AnalysisConfig, tsne_perplexity
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
-from trajlab.analysis.kl import kl_matrix, prepare
-from trajlab.analysis.maps import classical_mds, embed
+from trajlab.analysis.kl import kl_matrix, kl_paired, kl_unit_factor, prepare
+from trajlab.analysis.maps import embed
 from trajlab.analysis.outputs import write_summary
-from trajlab.analysis.spiral import spiral_stats
+from trajlab.analysis.pairs import has_parent, mean_tokens, parent_of, root_of
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base
 from trajlab.analysis.threads import layer_map, layer_threads
+
+SPIRAL_KEYS = ("winding_turns", "null_mean", "null_sd", "null_q95", "p_value", "n_null", "min_p", "perplexity", "seed")
 
 
 def _run_names(stores: list) -> list[str]:
@@ -51,17 +58,35 @@ def _loaded(stores: list) -> tuple[list[np.ndarray], np.ndarray]:
     return lls, n_bytes
 
 
-def _weight_space(store, window: int, notes: list[str]) -> dict | None:
+def _domains(stores: list, kept: np.ndarray) -> list[str] | None:
+    """Returns the probe's per-text domains (kept texts only) from the first store that records them."""
+    for s in stores:
+        probe = getattr(s, "probe", None)
+        probe = probe() if callable(probe) else probe
+        d = getattr(probe, "domains", None)
+        if d is None and hasattr(probe, "to_dict"):
+            d = probe.to_dict().get("domains")
+        if d is not None and len(d) == len(kept):
+            return [str(x) for x, k in zip(d, kept, strict=True) if k]
+    return None
+
+
+def _warmup(meta: dict) -> int | None:
+    w = meta.get("warmup_steps")
+    return None if w is None else int(w)
+
+
+def _weight_space(store, window: int, notes: list[str], fit_kw: dict) -> dict | None:
     """Returns squared weight distances and their fits, exact where recorded, else from the sketch."""
     w_steps = np.asarray(store.weight_steps, dtype=np.int64)
     if len(w_steps) < 2:
         notes.append("weight space: fewer than 2 weight snapshots recorded")
         return None
     sq, source = np.asarray(store.weight_sq_dist_matrix(), dtype=np.float64), "exact"
-    fits = diffusion_exponents(sq, w_steps, window)
+    fits = diffusion_exponents(sq, w_steps, window, **fit_kw)
     if len(fits) == 0:
         sq, source = pairwise_sq_dist(store.weight_sketch()), "sketch"
-        fits = diffusion_exponents(sq, w_steps, window)
+        fits = diffusion_exponents(sq, w_steps, window, **fit_kw)
         notes.append(
             "weight space: too few exact squared distances recorded for a fit (3 lags per start); "
             "exponents use the random-projection weight sketch, whose squared distances estimate the "
@@ -85,178 +110,240 @@ def _layer_ll(store, kept: np.ndarray, notes: list[str]) -> np.ndarray | None:
     return np.stack(layers, axis=1)
 
 
+def _fits_used(fits: np.ndarray, window: int, fit_kw: dict) -> dict:
+    t0 = fits["t0"]
+    return {"window": window, "min_t0": fit_kw["min_t0"], "full_windows": fit_kw["full_window"], "n": int(len(t0)),
+            "t0_first": int(t0[0]) if len(t0) else None, "t0_last": int(t0[-1]) if len(t0) else None}  # fmt: skip
+
+
+def _spirals(ll: np.ndarray, n_bytes: np.ndarray | None, cfg: AnalysisConfig, notes: list[str]) -> dict:
+    """Returns {method: {"coords", "spiral"}} for the PCA (and t-SNE) maps, each spiral tested against its null."""
+    if len(ll) < 3:
+        notes.append(f"maps: need at least 3 snapshots, store has {len(ll)}")
+        return {}
+    maps = {}
+    for method, n_null in (("pca", cfg.spiral_n_null), ("tsne", cfg.spiral_n_null_tsne)):
+        if method == "tsne" and not cfg.tsne:
+            continue
+        test = spiral_test(ll, method, n_null, cfg.seed, n_bytes, perplexity=cfg.tsne_perplexity)
+        maps[method] = {"coords": test["xy"], "spiral": {k: test[k] for k in SPIRAL_KEYS}}
+    return maps
+
+
 def _store_summary(
-    store,
-    name: str,
-    ll: np.ndarray,
-    n_bytes: np.ndarray | None,
-    kept: np.ndarray,
-    *,
-    window: int,
-    tsne: bool,
-    n_boot: int,
-    seed: int,
+    store, name: str, ll: np.ndarray, n_bytes: np.ndarray | None, kept: np.ndarray, cfg: AnalysisConfig
 ) -> tuple[dict, dict]:
     """Returns (JSON record, arrays kept for figures) of one store."""
     steps = np.asarray(store.steps, dtype=np.int64)
+    meta = store.meta
     notes: list[str] = []
+    warmup = _warmup(meta)
+    if warmup is None and (cfg.fits_after_warmup or cfg.jumps_after_warmup):
+        notes.append("warmup_steps not recorded: no snapshot is treated as warm-up")
+    fit_kw = {"min_t0": warmup if cfg.fits_after_warmup else None, "full_window": cfg.full_windows}
     kl, se = kl_matrix(ll, n_bytes, return_se=True)
     rec = {
         "run": name,
         "path": str(store.path),
-        "meta": store.meta,
+        "meta": meta,
         "steps": steps,
+        "warmup_steps": warmup,
+        "max_steps": meta.get("max_steps"),
         "kl_matrix": kl,
         "kl_se": se,
         "consecutive_kl": np.diagonal(kl, 1),
         "consecutive_se": np.diagonal(se, 1),
         "kl_to_first": kl[0],
-        "maps": {},
+        "kl_to_parent": None,
+        "maps": _spirals(ll, n_bytes, cfg, notes),
         "layer_threads": None,
         "diffusion": {},
+        "exponent_order": None,
         "notes": notes,
     }
-    if len(steps) >= 3:
-        maps = {"pca": classical_mds(kl, 2)}  # = PCA of Q in KL units (maps.py), from the KL matrix at hand
-        if tsne:
-            maps["tsne"] = embed(ll, "tsne", 2, n_bytes)
-        rec["maps"] = {m: {"coords": xy, "spiral": spiral_stats(xy)} for m, xy in maps.items()}
-    else:
-        notes.append(f"maps: need at least 3 snapshots, store has {len(steps)}")
     layers = _layer_ll(store, kept, notes)
     if layers is not None:
-        rec["layer_threads"] = {**layer_threads(layers, n_bytes), "coords": layer_map(layers, 2, n_bytes)}
-    ll_fits = diffusion_exponents(kl, steps, window)
+        rec["layer_threads"] = {
+            **layer_threads(layers, n_bytes),
+            "test": thread_test(layers, cfg.thread_n_null, cfg.seed, n_bytes),
+            "coords": layer_map(layers, 2, n_bytes),
+        }
+    ll_fits = diffusion_exponents(kl, steps, cfg.window, **fit_kw)
     rec["diffusion"]["ll"] = {
         "source": "kl_matrix",
         "fits": ll_fits,
-        "summary": summarize_exponents(ll_fits, n_boot, seed),
+        "fits_used": _fits_used(ll_fits, cfg.window, fit_kw),
+        "summary": summarize_exponents(ll_fits, cfg.n_boot, cfg.seed, cfg.level),
     }
-    weight = _weight_space(store, window, notes)
+    weight = _weight_space(store, cfg.window, notes, fit_kw)
     if weight is not None:
         rec["diffusion"]["weight"] = {
             "source": weight["source"],
             "steps": weight["steps"],
             "fits": weight["fits"],
-            "summary": summarize_exponents(weight["fits"], n_boot, seed),
+            "fits_used": _fits_used(weight["fits"], cfg.window, fit_kw),
+            "summary": summarize_exponents(weight["fits"], cfg.n_boot, cfg.seed, cfg.level),
         }
+        rec["exponent_order"] = bootstrap_exponent_order(
+            ll_fits, weight["fits"], cfg.n_boot, cfg.seed, cfg.level
+        )  # c_LL < c_W: diff = median c_W - median c_LL
     return rec, {"kl": kl, "weight": weight}
 
 
 def _finetune_summary(
-    trajs: list[Trajectory], n_bytes: np.ndarray | None, seed: int, notes: list[str]
+    trajs: list[Trajectory], n_bytes: np.ndarray | None, cfg: AnalysisConfig, notes: list[str]
 ) -> dict | None:
-    """Returns fine-tuned-vs-base statistics over all runs' final snapshots plus the parents' snapshots."""
-    rows, labels, pairs = [], [], []
+    """Returns fine-tuned vs base over all runs' final snapshots plus the parents' snapshots.
 
-    def index_of(t: Trajectory, step: int) -> int:
+    Pairs: each child's final snapshot vs its parent snapshot. Random pairs: final snapshots of runs with
+    different lineage roots (parent snapshots that are not a run's final one are never drawn).
+    """
+    rows, labels, roots, tokens, pairs = [], [], [], [], []
+    metas = {t.name: t.meta for t in trajs}
+    n = trajs[0].ll.shape[1]
+
+    def index_of(t: Trajectory, step: int, root: str | None) -> int:
         label = f"{t.name}@{step}"
         if label not in labels:
             labels.append(label)
             rows.append(t.row(step))
+            roots.append(root)
+            tokens.append(mean_tokens(t.meta, n))
         return labels.index(label)
 
     by_name = {t.name: t for t in trajs}
     for t in trajs:
-        index_of(t, int(t.steps[-1]))
+        index_of(t, int(t.steps[-1]), root_of(t.name, metas))
     for t in trajs:
-        parent = t.meta.get("parent")
-        if not parent:
+        if not has_parent(t.meta):
             continue
-        base = by_name.get(parent.get("run"))
-        if base is None or parent.get("step") not in base.steps:
-            notes.append(
-                f"fine-tuned vs base: parent {parent} of {t.name!r} is not among the analysed stores"
-            )
+        parent = parent_of(t.meta, metas)
+        if parent is None or parent[1] not in by_name[parent[0]].steps:
+            notes.append(f"fine-tuned vs base: the parent snapshot of {t.name!r} is not among the analysed stores")
             continue
-        pairs.append((index_of(t, int(t.steps[-1])), index_of(base, int(parent["step"]))))
+        pairs.append((index_of(t, int(t.steps[-1]), None), index_of(by_name[parent[0]], parent[1], None)))
     if not pairs:
         return None
-    if len(rows) < 3:
-        notes.append("fine-tuned vs base: need at least 3 distinct snapshots for random pairs")
+    if len({r for r in roots if r is not None}) < 2:
+        notes.append("fine-tuned vs base: random pairs need final snapshots of runs with different lineage roots")
         return None
-    out = finetune_vs_base(np.stack(rows), pairs, n_bytes, seed=seed)
-    return {**out, "models": labels, "pair_labels": [(labels[a], labels[b]) for a, b in pairs]}
+    out = finetune_vs_base(np.stack(rows), pairs, n_bytes, cfg.n_random, cfg.seed, roots=roots, n_boot=cfg.n_boot,
+                           level=cfg.level)  # fmt: skip
+    to_nats = 1.0 / kl_unit_factor(n_bytes, n)
+    flags = []
+    for (a, b), v in zip(pairs, out["pair_kl"], strict=True):
+        known = [tk for tk in (tokens[a], tokens[b]) if tk]
+        flags.append(bool(v * to_nats / np.mean(known) > cfg.max_nats_per_token) if known else None)
+    return {**out, "models": labels, "roots": roots, "pair_labels": [(labels[a], labels[b]) for a, b in pairs],
+            "beyond_checked_range": flags}  # fmt: skip
 
 
-def analyze(
-    stores,
-    out_dir,
-    *,
-    n_bytes_units: bool = True,
-    clip_quantile: float | None = None,
-    drop_jump_fraction: float | None = None,
-    window: int = 10,
-    at_steps=None,
-    tsne: bool = True,
-    n_boot: int = 2000,
-    seed: int = 0,
-) -> dict:
+def _joint_maps(lls: list[np.ndarray], names: list[str], nb: np.ndarray | None, cfg: AnalysisConfig) -> dict | None:
+    """Returns the joint PCA and t-SNE maps of all runs of one probe group, split back per run."""
+    k = sum(len(ll) for ll in lls)
+    if len(lls) < 2 or k < 3:
+        return None
+    all_ll = np.concatenate(lls)
+    bounds = np.cumsum([0] + [len(ll) for ll in lls])
+
+    def split(xy: np.ndarray) -> dict:
+        return {n: xy[a:b] for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)}
+
+    perp = tsne_perplexity(k, cfg.tsne_perplexity)
+    return {
+        "pca": split(embed(all_ll, "pca", 2, nb)),
+        "tsne": split(embed(all_ll, "tsne", 2, nb, perplexity=perp)) if cfg.tsne else None,
+        "tsne_perplexity": perp if cfg.tsne else None,
+        "n_points": int(k),
+    }
+
+
+def _kl_to_parent(runs: dict, trajs: list[Trajectory], nb: np.ndarray | None) -> None:
+    """Adds each child's KL to its parent snapshot, one value per child snapshot."""
+    metas = {t.name: t.meta for t in trajs}
+    by_name = {t.name: t for t in trajs}
+    for t in trajs:
+        parent = parent_of(t.meta, metas) if has_parent(t.meta) else None
+        if parent is None or parent[1] not in by_name[parent[0]].steps:
+            continue
+        base = by_name[parent[0]].row(parent[1])
+        kl = kl_paired(t.ll, np.broadcast_to(base, t.ll.shape), nb)
+        runs[t.name]["kl_to_parent"] = {"parent": parent[0], "step": parent[1], "kl": kl}
+
+
+def _restricted_meta(meta: dict, kept: np.ndarray) -> dict:
+    """Store meta with scoring n_tokens restricted to the kept texts (per-token KL of the table)."""
+    meta = dict(meta)
+    n_tokens = (meta.get("scoring") or {}).get("n_tokens")
+    if n_tokens is not None and len(n_tokens) == len(kept):
+        meta["scoring"] = {**meta["scoring"], "n_tokens": np.asarray(n_tokens)[kept].tolist()}
+    return meta
+
+
+def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) -> dict:
     """Computes every analysis number for the stores and writes summary.json, CSV tables and PNG figures.
 
-    Per store: KL matrix with standard errors, consecutive KL, KL to the first snapshot, PCA and t-SNE maps
-    with spiral statistics, layer threads (if all of n_layers >= 2 layers are stored), and diffusion exponents
-    in LL space and in weight space (exact squared distances where recorded, else the sketch, with a note).
-    Across stores: the comparison table and fine-tuned vs base (meta "parent"), plus a joint PCA map.
-    Everything is computed before anything is written, and each file is written atomically.
+    Per store: KL matrix with standard errors, consecutive KL, KL to the first snapshot (and to the parent
+    snapshot for a fine-tune), PCA and t-SNE maps each with its spiral test (|winding| against random walks with
+    the same step sizes), layer threads with their permutation test (if all of n_layers >= 2 layers are stored),
+    diffusion exponents in LL and weight space from the fits after warm-up with full windows, and the bootstrap
+    of c_LL < c_W. Across stores: the comparison table (fixed-lag consecutive pairs, seeds, sizes, fine-tunes)
+    with bootstrap intervals and domain parts, fine-tuned vs base against random pairs with different roots, and
+    the joint PCA and t-SNE maps. Everything is computed before anything is written, each file atomically.
 
     Args:
         stores: TrajectoryStore-like objects over one probe set (one fingerprint), distinct meta["run"].
         out_dir: output folder, created if missing.
-        n_bytes_units: KL in bits per byte (True) or nats per text (False). The comparison table has both.
-        clip_quantile, drop_jump_fraction: the papers' cleaning (see prepare); applied to all stores jointly,
-            so every number uses one set of texts and one mean byte count.
-        window: snapshots per diffusion fit.
-        at_steps: steps of the consecutive-KL rows of the comparison table (default: 10/50/90% of each run).
-        tsne: also compute t-SNE maps (slowest part: ~1 s per store of up to a few hundred snapshots).
-        n_boot, seed: bootstrap of the median exponent; seed also draws the random pairs.
+        config: AnalysisConfig (default: its defaults).
+        **options: AnalysisConfig fields overriding config (n_bytes_units, clip_quantile, drop_jump_fraction,
+            window, at_steps, tsne, n_boot, seed, ...).
 
     Returns:
-        The summary dict as written to summary.json (JSON-safe, NaN as None), with "figures" and "tables"
-        (file names in out_dir).
+        The summary dict as written to summary.json (JSON-safe, NaN as None), with "options" (every choice
+        used), "figures" and "tables" (file names in out_dir).
     """
+    if options.get("at_steps") is not None:
+        options["at_steps"] = tuple(int(s) for s in options["at_steps"])
+    cfg = (config or AnalysisConfig()).replace(**options)
     stores = list(stores)
     lls, all_bytes = _loaded(stores)
     names = _run_names(stores)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {out} exists and is not a folder; pass a folder path")
+    metas = [s.meta for s in stores]
+    jump_rows = None
+    if cfg.jumps_after_warmup:
+        jump_rows = [np.asarray(s.steps) >= (_warmup(m) or 0) for s, m in zip(stores, metas, strict=True)]
     lls, kept_bytes, kept = prepare(
-        lls, all_bytes, clip_quantile=clip_quantile, drop_jump_fraction=drop_jump_fraction
-    )
-    nb = kept_bytes if n_bytes_units else None
-    units = "bits/byte" if n_bytes_units else "nats/text"
+        lls, all_bytes, clip_quantile=cfg.clip_quantile, drop_jump_fraction=cfg.drop_jump_fraction,
+        jump_rows=jump_rows,
+    )  # fmt: skip
+    nb = kept_bytes if cfg.n_bytes_units else None
+    units = "bits/byte" if cfg.n_bytes_units else "nats/text"
     runs, arrays = {}, {}
     for store, name, ll in zip(stores, names, lls, strict=True):
-        runs[name], arrays[name] = _store_summary(
-            store, name, ll, nb, kept, window=window, tsne=tsne, n_boot=n_boot, seed=seed
-        )
+        runs[name], arrays[name] = _store_summary(store, name, ll, nb, kept, cfg)
     trajs = [
-        Trajectory(n, np.asarray(s.steps, dtype=np.int64), ll, dict(s.meta))
-        for s, n, ll in zip(stores, names, lls, strict=True)
+        Trajectory(n, np.asarray(s.steps, dtype=np.int64), ll, _restricted_meta(m, kept))
+        for s, n, ll, m in zip(stores, names, lls, metas, strict=True)
     ]
+    _kl_to_parent(runs, trajs, nb)
     notes: list[str] = []
+    domains = _domains(stores, kept)
+    ft = _finetune_summary(trajs, nb, cfg, notes)
     summary = {
         "units": units,
         "n_texts": int(len(kept)),
         "n_texts_kept": int(kept.sum()),
         "mean_bytes": float(kept_bytes.mean()),
-        "options": {
-            "clip_quantile": clip_quantile,
-            "drop_jump_fraction": drop_jump_fraction,
-            "window": window,
-            "n_boot": n_boot,
-            "seed": seed,
-        },
+        "domains": sorted(set(domains)) if domains is not None else None,
+        "options": cfg.to_dict(),
         "runs": runs,
-        "comparison": comparison_table(trajs, kept_bytes, at_steps=at_steps),
-        "finetune_vs_base": _finetune_summary(trajs, nb, seed, notes),
-        "joint_map": None,
+        "comparison": comparison_table(trajs, kept_bytes, config=cfg, domains=domains, notes=notes),
+        "finetune_vs_base": ft,
+        "joint_map": _joint_maps(lls, names, nb, cfg),
         "notes": notes,
     }
-    if len(stores) > 1 and sum(len(ll) for ll in lls) >= 3:
-        xy = embed(np.concatenate(lls), "pca", 2, nb)
-        bounds = np.cumsum([0] + [len(ll) for ll in lls])
-        summary["joint_map"] = {n: xy[a:b] for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)}
     out.mkdir(parents=True, exist_ok=True)
-    return write_summary(out, summary, arrays, names, window)
+    return write_summary(out, summary, arrays, names, cfg.window)
