@@ -5,7 +5,9 @@
 Prints the best-of-repeats time of each part and the ratios to Q @ Q.T (goal: kl_matrix + PCA <= 2x):
   - PCA from the KL matrix (classical_mds(kl) == PCA of Q; what analyze() does);
   - PCA standalone, embed(ll, "pca"), which builds its own Gram matrix.
-Also prints the cost of kl_matrix(..., return_se=True). On a machine shared with other jobs, compare runs with
+Also prints the cost of kl_matrix(..., return_se=True), and of one spiral-null random walk (K points in N - 1
+dimensions, PCA of its Gram matrix) drawn through the Bartlett factor (what spiral_test does) against drawing its
+(K-1, N-1) Gaussian increments directly, and of a 1000-resample paired text bootstrap of one KL. On a machine shared with other jobs, compare runs with
 OPENBLAS_NUM_THREADS=1 too: contended BLAS threads slow small LAPACK calls far more than Q @ Q.T.
 """
 
@@ -60,6 +62,27 @@ def main() -> None:
     ]
     for name, t, note in rows:
         print(f"  {name:<30}{t:8.3f} s   {note}")
+    bench_nulls(ll, n_bytes, args.repeats)
+
+
+def bench_nulls(ll: np.ndarray, n_bytes: np.ndarray, repeats: int) -> None:
+    from trajlab.analysis.calibrate import _pca2, random_walk_points
+
+    k, n = ll.shape
+    sizes = np.ones(k - 1)
+    rng = np.random.default_rng(1)
+
+    def direct() -> np.ndarray:
+        steps = rng.standard_normal((k - 1, n - 1)) / np.sqrt(n - 1)
+        return _pca2(np.vstack([np.zeros((1, n - 1)), np.cumsum(steps, axis=0)]))
+
+    t_bartlett = best_time(lambda: _pca2(random_walk_points(sizes, n - 1, rng)), repeats)
+    t_direct = best_time(direct, repeats)
+    t_boot = best_time(lambda: ta.bootstrap_kl(ll[0], ll[1], n_bytes, 1000), repeats)
+    print(f"spiral null, one walk + PCA (K={k}, N={n}):")
+    print(f"  {'direct (K-1, N-1) increments':<30}{t_direct:8.3f} s")
+    print(f"  {'Bartlett factor (K-1, K-1)':<30}{t_bartlett:8.3f} s   ({t_direct / t_bartlett:.1f}x faster)")
+    print(f"  {'bootstrap_kl, 1000 resamples':<30}{t_boot:8.3f} s")
 
 
 if __name__ == "__main__":

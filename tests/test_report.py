@@ -52,6 +52,28 @@ def test_report_numbers_match_a_direct_computation(demo):
     assert f"{direct[0]:.4g}" in page
 
 
+def test_page_shows_each_finding_with_its_null_and_interval(demo):
+    out = Path(demo["report"]).parent
+    summary = json.loads((out / "summary.json").read_text())
+    toy = next(g["summary"] for g in summary["groups"] if "pretrain" in g["summary"]["runs"])
+    page = (out / "report.html").read_text()
+    store = TrajectoryStore.open(Path(demo["pretrain"]) / "trajectory")
+    ll, nb = store.loglik(), store.n_bytes
+    rec = toy["runs"]["pretrain"]
+    spiral = ta.spiral_test(ll, "pca", 200, 0, nb)  # the report's defaults: 200 walks, seed 0
+    assert rec["maps"]["pca"]["spiral"]["p_value"] == pytest.approx(spiral["p_value"])
+    assert rec["maps"]["pca"]["spiral"]["winding_turns"] == pytest.approx(spiral["winding_turns"])
+    threads = ta.thread_test(store.loglik_all(), 500, 0, nb)
+    assert rec["layer_threads"]["test"]["p_value"] == pytest.approx(threads["p_value"])
+    for number in (spiral["winding_turns"], spiral["null_q95"], spiral["p_value"], threads["p_value"],
+                   threads["null_mean"]):
+        assert f"{number:.4g}" in page
+    for row in toy["comparison"]:
+        assert row["ci_lo_bits_per_byte"] <= row["kl_bits_per_byte"] <= row["ci_hi_bits_per_byte"]
+        assert f"[{row['ci_lo_bits_per_byte']:.4g}, {row['ci_hi_bits_per_byte']:.4g}]" in page
+    assert "adjacent / random" not in page and "winding (turns)" not in page  # no signed winding, no old rule
+
+
 def test_training_curves_are_the_logged_losses(demo):
     out = Path(demo["report"]).parent
     summary = json.loads((out / "summary.json").read_text())

@@ -23,15 +23,23 @@ def _analysis_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--nats", action="store_true", help="KL in nats per text instead of bits per byte")
     ap.add_argument("--clip-quantile", type=float, default=None, help="clip LL from below (paper: 0.02)")
-    ap.add_argument("--drop-jump-fraction", type=float, default=None, help="drop jumpy texts (paper: 0.03)")
+    ap.add_argument("--drop-jump-fraction", type=float, default=None,
+                    help="drop texts with the largest post-warm-up jumps (paper: 0.03)")
     ap.add_argument("--window", type=int, default=10, help="snapshots per diffusion fit (paper: 10)")
     ap.add_argument("--no-tsne", action="store_true", help="skip the t-SNE maps")
+    ap.add_argument("--spiral-nulls", type=int, default=200, help="random walks in the PCA spiral null")
+    ap.add_argument("--spiral-nulls-tsne", type=int, default=40, help="random walks in the t-SNE spiral null")
+    ap.add_argument("--thread-nulls", type=int, default=500, help="layer permutations in the thread null")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of every interval")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the nulls and bootstraps")
 
 
 def _analysis_kwargs(args) -> dict:
     return {
         "n_bytes_units": not args.nats, "clip_quantile": args.clip_quantile,
         "drop_jump_fraction": args.drop_jump_fraction, "window": args.window, "tsne": not args.no_tsne,
+        "spiral_n_null": args.spiral_nulls, "spiral_n_null_tsne": args.spiral_nulls_tsne,
+        "thread_n_null": args.thread_nulls, "n_boot": args.n_boot, "seed": args.seed,
     }
 
 
@@ -125,55 +133,117 @@ def _img(path: Path, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _run_section(rec: dict, units: str) -> str:
+def _interval(x, lo, hi) -> str:
+    return f"{_fmt(x)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _notes(notes: list[str]) -> str:
+    return "<ul class=notes>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>" if notes else ""
+
+
+def _run_section(rec: dict, units: str, level: float) -> str:
     ck = rec["consecutive_kl"] or []
+    pct = f"{level:.0%}"
     parts = [f"<h3>{html.escape(rec['run'])}</h3>",
-             _table(["snapshots", "first step", "last step", f"consecutive KL first ({units})",
-                     f"consecutive KL last ({units})", f"KL first→last ({units})"],
-                    [[len(rec["steps"]), rec["steps"][0], rec["steps"][-1], ck[0] if ck else None,
-                      ck[-1] if ck else None, rec["kl_to_first"][-1]]])]
+             _table(["snapshots", "first step", "last step", "warm-up steps", "max steps",
+                     f"consecutive KL first ({units})", f"consecutive KL last ({units})", f"KL first→last ({units})"],
+                    [[len(rec["steps"]), rec["steps"][0], rec["steps"][-1], rec.get("warmup_steps"),
+                      rec.get("max_steps"), ck[0] if ck else None, ck[-1] if ck else None, rec["kl_to_first"][-1]]])]
+    if rec.get("kl_to_parent"):
+        tp = rec["kl_to_parent"]
+        parts.append(f"<p>KL to the parent snapshot {html.escape(tp['parent'])}@{tp['step']}: first snapshot "
+                     f"{_fmt(tp['kl'][0])}, last {_fmt(tp['kl'][-1])} {units}.</p>")
     if rec["maps"]:
-        parts.append("<h4>Spiral measure</h4>" + _table(
-            ["map", "winding (turns)", "turning (turns)", "mean |curvature|", "radius trend", "straightness"],
-            [[m, s["spiral"]["winding_turns"], s["spiral"]["turning_turns"], s["spiral"]["mean_abs_curvature"],
-              s["spiral"]["radius_trend"], s["spiral"]["straightness"]] for m, s in rec["maps"].items()]))
+        parts.append(
+            "<h4>Spiral test: |winding| about the centroid vs random walks with the same step sizes</h4>"
+            + _table(["map", "t-SNE perplexity", "|winding| (turns)", "null mean", "null 95% quantile", "p",
+                      "random walks"],
+                     [[m, s["spiral"].get("perplexity"), s["spiral"]["winding_turns"], s["spiral"]["null_mean"],
+                       s["spiral"]["null_q95"], s["spiral"]["p_value"], s["spiral"]["n_null"]]
+                      for m, s in rec["maps"].items()]))
     lt = rec.get("layer_threads")
     if lt:
-        thirds = lt["thirds"]
-        parts.append("<h4>Layer threads (adjacent-layer KL, cf. the paper's Table 3)</h4>" + _table(
-            ["early", "middle", "last", f"non-adjacent pairs ({units})", "thread score (adjacent / random)"],
-            [[thirds.get("early"), thirds.get("middle"), thirds.get("last"), lt["nonadjacent_kl"],
-              lt["thread_score"]]]))
+        t, thirds = lt["test"], lt["thirds"]
+        parts.append(
+            "<h4>Layer threads (adjacent-layer KL, cf. the paper's Table 3) vs the same layers shuffled</h4>"
+            + _table(["early", "middle", "last", f"non-adjacent pairs ({units})",
+                      "thread score (adjacent / non-adjacent)", "null mean (shuffled layers)", "p",
+                      "permutations", "smallest reachable p"],
+                     [[thirds.get("early"), thirds.get("middle"), thirds.get("last"), lt["nonadjacent_kl"],
+                       t["thread_score"], t["null_mean"], t["p_value"],
+                       f"{t['n_perms']} ({'all' if t['exact'] else 'random'})", t["min_p"]]])
+            + (f"<p class=notes>{html.escape(t['note'])}</p>" if t.get("note") else ""))
     rows = []
     for space, d in rec["diffusion"].items():
-        s = d["summary"]
-        rows.append([space, d["source"], s["median"], s["ci_low"], s["ci_high"], s["n"]])
+        s, used = d["summary"], d["fits_used"]
+        rows.append([space, d["source"], _interval(s["median"], s["ci_low"], s["ci_high"]), used["n"],
+                     f"{used['t0_first']}–{used['t0_last']}" if used["n"] else "–", used["window"],
+                     used["min_t0"], "yes" if used["full_windows"] else "no"])
     if rows:
-        parts.append("<h4>Diffusion exponents (ln y = c ln Δt + b)</h4>"
-                     + _table(["space", "from", "median c", "CI low", "CI high", "fits"], rows))
-    if rec["notes"]:
-        parts.append("<ul class=notes>" + "".join(f"<li>{html.escape(n)}</li>" for n in rec["notes"]) + "</ul>")
+        parts.append(f"<h4>Diffusion exponents (ln y = c ln Δt + b), median with {pct} start-point bootstrap</h4>"
+                     + _table(["space", "from", "median c", "fits", "start steps", "window", "starts from step",
+                               "full windows only"], rows))
+    order = rec.get("exponent_order")
+    if order and order.get("n_starts"):
+        parts.append(_table(["c_LL < c_W", "median c_LL", "median c_W", f"c_W − c_LL [{pct}]",
+                             "share of resamples with c_W ≤ c_LL", "starts", "paired"],
+                            [["", order["small"], order["large"], _interval(order["diff"], order["lo"], order["hi"]),
+                              order["p_value"], order["n_starts"], order["paired"]]]))
+    parts.append(_notes(rec["notes"]))
     return "\n".join(parts)
+
+
+def _comparison_section(summary: dict) -> str:
+    rows, bits = summary["comparison"], summary["units"] == "bits/byte"
+    level = f"{summary['options']['level']:.0%}"
+    unit = "bits/byte" if bits else "nats/text"
+    key = "bits_per_byte" if bits else "nats"
+    domains = rows and "within_nats" in rows[0]
+    header = ["kind", "a", "step a", "b", "step b", "lag", f"KL ({unit}) [{level} text bootstrap]",
+              "KL (nats/token)", "beyond checked range"]
+    if domains:
+        header += [f"within domains ({unit})", f"between domains ({unit})"]
+    body = []
+    for r in rows:
+        row = [r["kind"], r["a"], r["step_a"], r["b"], r["step_b"], r.get("lag"),
+               _interval(r[f"kl_{key}"], r[f"ci_lo_{key}"], r[f"ci_hi_{key}"]), r.get("kl_nats_per_token"),
+               {True: "yes", False: "no", None: "–"}[r.get("beyond_checked_range")]]
+        if domains:
+            row += [r[f"within_{key}"], r[f"between_{key}"]]
+        body.append(row)
+    o = summary["options"]
+    return ("<h3>KL table (cf. the paper's Table 1)</h3>"
+            f"<p>Consecutive pairs: a lag of the smallest recorded spacing ≥ {o['lag_fraction']:.3%} of max_steps, "
+            "at the first snapshot at or after " + ", ".join(f"{f:.1%}" for f in o["target_fractions"])
+            + " of max_steps, after warm-up. KL per token uses the stores' recorded token counts; pairs above "
+            f"{o['max_nats_per_token']} nat/token are beyond the range where Var/2 was checked against the exact KL."
+            "</p>" + _table(header, body))
 
 
 def _group_section(summary: dict, folder: Path) -> str:
     units = summary["units"]
+    level = summary["options"]["level"]
     parts = [f"<p>{summary['n_texts_kept']} of {summary['n_texts']} probe texts, mean {summary['mean_bytes']:.1f} "
              f"bytes; KL in {units} (Var/2 estimator).</p>"]
-    parts += [_run_section(rec, units) for rec in summary["runs"].values()]
+    parts += [_run_section(rec, units, level) for rec in summary["runs"].values()]
     if summary["comparison"]:
-        parts.append("<h3>KL table (cf. the paper's Table 1)</h3>" + _table(
-            ["kind", "a", "step a", "b", "step b", "KL (nats/text)", "KL (bits/byte)"],
-            [[r["kind"], r["a"], r["step_a"], r["b"], r["step_b"], r.get("kl_nats"), r.get("kl_bits_per_byte")]
-             for r in summary["comparison"]]))
+        parts.append(_comparison_section(summary))
     ft = summary.get("finetune_vs_base")
     if ft:
-        parts.append("<h3>Fine-tuned vs base (cf. the paper's Table 2)</h3>" + _table(
-            ["", "median", "mean", "SD"],
-            [[k, ft[k]["median"], ft[k]["mean"], ft[k]["sd"]] for k in ("pairs", "random")]))
+        parts.append("<h3>Fine-tuned vs base (cf. the paper's Table 2); random pairs: different lineage roots</h3>"
+                     + _table(["", "median", "mean", "SD", "n"],
+                              [[k, ft[k]["median"], ft[k]["mean"], ft[k]["sd"], ft[k]["n"]] for k in ("pairs", "random")]))
+        o = ft.get("order")
+        if o:
+            parts.append(_table(["mean KL fine-tune pairs < random pairs", f"difference [{level:.0%}]",
+                                 "share of resamples where it fails"],
+                                [["", _interval(o["diff"], o["lo"], o["hi"]), o["p_value"]]]))
+    joint = summary.get("joint_map")
+    if joint and joint.get("tsne_perplexity") is not None:
+        parts.append(f"<p>Joint maps of all {joint['n_points']} snapshots: t-SNE perplexity = min(30, (K − 1) / 3) = "
+                     f"{joint['tsne_perplexity']:.3g} for K = {joint['n_points']}.</p>")
     parts += [_img(folder / f, f) for f in summary["figures"]]
-    if summary["notes"]:
-        parts.append("<ul class=notes>" + "".join(f"<li>{html.escape(n)}</li>" for n in summary["notes"]) + "</ul>")
+    parts.append(_notes(summary["notes"]))
     return "\n".join(parts)
 
 
