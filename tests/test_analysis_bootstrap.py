@@ -1,4 +1,4 @@
-"""Paired text bootstrap of KL estimates and orderings, start-point bootstrap of exponents: coverage on known truths."""
+"""Paired text bootstrap of KLs and orderings, start-point bootstrap of exponents: coverage on known truth."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ N = 400
 
 
 def gaussian_pair(mu: float, s: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """l_a with text difficulty, l_b = l_a + N(mu, s^2) i.i.d.: Var[l_b - l_a]/2 = s^2/2 exactly in expectation."""
+    """l_a with text difficulty, l_b = l_a + N(mu, s^2) i.i.d.: Var[l_b - l_a]/2 = s^2/2 in expectation."""
     l_a = -300 + 30 * rng.normal(size=N)
     return l_a, l_a + mu + s * rng.normal(size=N)
 
@@ -23,7 +23,9 @@ def test_bootstrap_kl_estimate_and_units():
     n_bytes = rng.integers(200, 1000, size=N)
     est, lo, hi = ta.bootstrap_kl(a, b, n_boot=500, seed=3)
     assert est == pytest.approx(np.var(a - b) / 2) and lo < est < hi
-    bits = ta.bootstrap_kl(a, b, n_bytes, n_boot=500, seed=3)  # same resamples, one factor from the full probe
+    bits = ta.bootstrap_kl(
+        a, b, n_bytes, n_boot=500, seed=3
+    )  # same resamples, one factor from the full probe
     np.testing.assert_allclose(bits, np.array([est, lo, hi]) / (n_bytes.mean() * np.log(2)), rtol=1e-12)
     assert ta.bootstrap_kl(a, b, n_boot=500, seed=3) == (est, lo, hi)
 

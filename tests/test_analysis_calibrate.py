@@ -1,4 +1,4 @@
-"""Nulls of the map and layer findings: spiral_test against random walks, thread_test against shuffled layers."""
+"""Nulls of map and layer findings: spiral_test against random walks, thread_test against shuffled layers."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def walk_ll(k: int = 40, n: int = 200, seed: int = 0) -> np.ndarray:
 def test_three_turn_spiral_beats_random_walks():
     out = ta.spiral_test(spiral_ll(), "pca", n_null=200, seed=0)
     assert out["winding_turns"] == pytest.approx(3.0, abs=0.3)
-    assert out["null_q95"] < 1.0 < 2.5 < out["winding_turns"]
+    assert out["null_q95"] < 1.0 and out["winding_turns"] > 2.5
     assert out["p_value"] == pytest.approx(1 / 201) and out["p_value"] < 0.05
     assert out["min_p"] == pytest.approx(1 / 201) and out["n_null"] == 200 and out["method"] == "pca"
 
@@ -67,7 +67,9 @@ def test_random_walk_points_have_gaussian_step_statistics():
         sq = (steps**2).sum(axis=2)  # (draws, K-1): squared lengths ~ s^2 chi2(dof) / dof
         np.testing.assert_allclose(sq.mean(axis=0), sizes**2, rtol=0.03)
         np.testing.assert_allclose(sq.var(axis=0), 2 * sizes**4 / dof, rtol=0.08)
-        cross = np.einsum("dk,dk->d", steps[:, 0], steps[:, 3])  # independent steps: mean 0, var s0^2 s3^2 / dof
+        cross = np.einsum(
+            "dk,dk->d", steps[:, 0], steps[:, 3]
+        )  # independent steps: mean 0, var s0^2 s3^2 / dof
         assert abs(cross.mean()) < 4 * np.sqrt(9 / dof / 20000)
         assert cross.var() == pytest.approx(9 / dof, rel=0.08)
 
@@ -94,7 +96,10 @@ def layer_path(n_layers: int, seed: int = 0) -> np.ndarray:
 
 def brute_force_p(ll_layers: np.ndarray) -> float:
     observed = ta.layer_threads(ll_layers)["thread_score"]
-    scores = [ta.layer_threads(ll_layers[:, list(p)])["thread_score"] for p in permutations(range(ll_layers.shape[1]))]
+    scores = [
+        ta.layer_threads(ll_layers[:, list(p)])["thread_score"]
+        for p in permutations(range(ll_layers.shape[1]))
+    ]
     return float(np.mean(np.array(scores) <= observed * (1 + 1e-9)))
 
 
@@ -121,7 +126,9 @@ def test_thread_test_sampled_permutations():
 
 
 def test_unordered_layers_give_uniform_p_values():
-    p = np.array([ta.thread_test(np.random.default_rng(s).normal(size=(K, 5, N)))["p_value"] for s in range(60)])
+    p = np.array(
+        [ta.thread_test(np.random.default_rng(s).normal(size=(K, 5, N)))["p_value"] for s in range(60)]
+    )
     assert 0.38 < p.mean() < 0.62
     assert np.count_nonzero(p <= 0.05) <= 8  # smallest reachable p is 2/120; Binomial(60, ~0.05)
 

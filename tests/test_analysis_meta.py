@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_analysis_summary import N_BYTES, N, Probe, brownian_ll, write_store
 
-from test_analysis_summary import N, N_BYTES, Probe, brownian_ll, write_store
 from trajlab import analysis as ta
 from trajlab.store import open_stores
 
@@ -24,11 +24,26 @@ def result(tmp_path_factory):
     pre_ll = brownian_ll(20, 31)
     pre_ll[:4, :12] += 40 * np.random.default_rng(0).normal(size=(4, 12))  # warm-up jumps of texts 0-11
     pre_ll[10:, 300:305] -= 25  # a post-warm-up jump of texts 300-304
-    scoring = {"long_texts": "rolling", "stride": None, "window": None, "n_tokens": [30] * N, "lens_dtype": None}
-    pre = {"id": "P", "lineage": {"root": "P", "parent": None}, "warmup_steps": 5000, "max_steps": 20000,
-           "scoring": scoring}  # fmt: skip
-    ft = {"id": "F", "lineage": {"root": "P", "parent": {"id": "P", "step": 6000}}, "warmup_steps": 0,
-          "max_steps": 300}  # fmt: skip
+    scoring = {
+        "long_texts": "rolling",
+        "stride": None,
+        "window": None,
+        "n_tokens": [30] * N,
+        "lens_dtype": None,
+    }
+    pre = {
+        "id": "P",
+        "lineage": {"root": "P", "parent": None},
+        "warmup_steps": 5000,
+        "max_steps": 20000,
+        "scoring": scoring,
+    }
+    ft = {
+        "id": "F",
+        "lineage": {"root": "P", "parent": {"id": "P", "step": 6000}},
+        "warmup_steps": 0,
+        "max_steps": 300,
+    }
     other = {"id": "O", "lineage": {"root": "O", "parent": None}}
     ft_ll = pre_ll[5] + np.cumsum(np.random.default_rng(2).normal(size=(3, N)) * 0.2, axis=0)
     paths = [
@@ -37,8 +52,13 @@ def result(tmp_path_factory):
         write_store(root, "other", [0, 1, 2], brownian_ll(3, 40)[:, None] + 2, other, probe=DomainProbe()),
     ]
     stores = open_stores(paths)
-    summary = ta.analyze(stores, tmp_path_factory.mktemp("out") / "a", drop_jump_fraction=0.03, n_boot=300,
-                         spiral_n_null_tsne=5)
+    summary = ta.analyze(
+        stores,
+        tmp_path_factory.mktemp("out") / "a",
+        drop_jump_fraction=0.03,
+        n_boot=300,
+        spiral_n_null_tsne=5,
+    )
     return summary, stores
 
 
@@ -54,15 +74,26 @@ def test_fixed_lag_rows_after_warmup(result):
     rows = [r for r in summary["comparison"] if r["kind"] == "consecutive" and r["a"] == "pre"]
     # lag: smallest spacing >= round(20000 * 1000/143000) = 140 -> 1000; targets 1399 (< warm-up 5000), 6993,
     # 13986 -> 5000, 7000, 14000
-    assert [(r["step_a"], r["step_b"], r["lag"]) for r in rows] == [(5000, 6000, 1000), (7000, 8000, 1000),
-                                                                    (14000, 15000, 1000)]  # fmt: skip
+    assert [(r["step_a"], r["step_b"], r["lag"]) for r in rows] == [
+        (5000, 6000, 1000),
+        (7000, 8000, 1000),
+        (14000, 15000, 1000),
+    ]
     for r in rows:
         assert r["ci_lo_bits_per_byte"] < r["kl_bits_per_byte"] < r["ci_hi_bits_per_byte"]
         assert r["within_bits_per_byte"] + r["between_bits_per_byte"] == pytest.approx(r["kl_bits_per_byte"])
-        assert r["kl_nats_per_token"] == pytest.approx(r["kl_nats"] / 30) and r["beyond_checked_range"] is False
+        assert (
+            r["kl_nats_per_token"] == pytest.approx(r["kl_nats"] / 30) and r["beyond_checked_range"] is False
+        )
     fits = summary["runs"]["pre"]["diffusion"]["ll"]
-    assert fits["fits_used"] | {"n": None} == {"window": 10, "min_t0": 5000, "full_windows": True, "n": None,
-                                                "t0_first": 5000, "t0_last": 10000}  # fmt: skip
+    assert fits["fits_used"] | {"n": None} == {
+        "window": 10,
+        "min_t0": 5000,
+        "full_windows": True,
+        "n": None,
+        "t0_first": 5000,
+        "t0_last": 10000,
+    }
     assert summary["options"]["lag_fraction"] == pytest.approx(1000 / 143000)
     assert summary["domains"] == ["code", "prose"]
 

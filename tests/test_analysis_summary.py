@@ -150,10 +150,16 @@ def test_per_store_numbers(result, stores):
     spiral = base["maps"]["pca"]["spiral"]
     assert spiral["winding_turns"] == pytest.approx(test["winding_turns"]) and spiral["winding_turns"] >= 0
     assert spiral["p_value"] == test["p_value"] and spiral["null_q95"] == pytest.approx(test["null_q95"])
-    # Brownian LL path: c ~ 1; ballistic weights: c ~ 2 (exact distances here, the sketch for seed2); no warm-up
-    # recorded: fits from every start with a full window of 10 lags (starts 1000..10000)
-    assert base["diffusion"]["ll"]["fits_used"] == {"window": 10, "min_t0": None, "full_windows": True, "n": 10,
-                                                    "t0_first": 1000, "t0_last": 10000}  # fmt: skip
+    # Brownian LL path: c ~ 1; ballistic weights: c ~ 2 (exact distances here, the sketch for seed2); no
+    # warm-up recorded: fits from every start with a full window of 10 lags (starts 1000..10000)
+    assert base["diffusion"]["ll"]["fits_used"] == {
+        "window": 10,
+        "min_t0": None,
+        "full_windows": True,
+        "n": 10,
+        "t0_first": 1000,
+        "t0_last": 10000,
+    }
     assert abs(base["diffusion"]["ll"]["summary"]["median"] - 1) < 0.2
     assert base["diffusion"]["weight"]["source"] == "exact"
     assert abs(base["diffusion"]["weight"]["summary"]["median"] - 2) < 0.05

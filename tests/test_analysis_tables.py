@@ -65,8 +65,11 @@ def test_default_consecutive_pairs_are_fixed_lag_after_warmup(trajectories):
     # lag = 1000 (>= 0.7% of 5000), targets round(5000 * 10/143, 50/143, 100/143) = 350, 1748, 3497
     notes: list[str] = []
     rows = ta.comparison_table(trajectories[:1], notes=notes)
-    assert [(r["step_a"], r["step_b"], r["lag"]) for r in rows] == [(1000, 2000, 1000), (2000, 3000, 1000),
-                                                                    (4000, 5000, 1000)]  # fmt: skip
+    assert [(r["step_a"], r["step_b"], r["lag"]) for r in rows] == [
+        (1000, 2000, 1000),
+        (2000, 3000, 1000),
+        (4000, 5000, 1000),
+    ]
     assert rows[0]["kl_bits_per_byte"] is None and rows[0]["ci_lo_bits_per_byte"] is None
     assert any("max_steps unknown" in n for n in notes) and any("warmup_steps unknown" in n for n in notes)
 
@@ -167,11 +170,21 @@ def test_comparison_table_uses_store_meta_for_lag_and_warmup():
 def test_lineage_pairs_and_random_pairs_with_different_roots():
     n_tok = np.full(N, 20)
     scoring = {"scoring": {"n_tokens": n_tok.tolist()}}
-    base = ta.Trajectory("base", np.arange(5) * 10, walk(5, 21), {"id": "A", "lineage": {"root": "A", "parent": None}})
-    ft = ta.Trajectory("ft", np.array([0, 5]), walk(2, 22),
-                       {"id": "F", "lineage": {"root": "A", "parent": {"id": "A", "step": 30}}, **scoring})
-    other = ta.Trajectory("other", np.arange(3), walk(3, 23) + 30 * np.random.default_rng(0).normal(size=N),
-                          {"id": "B", "lineage": {"root": "B", "parent": None}, **scoring})  # fmt: skip
+    base = ta.Trajectory(
+        "base", np.arange(5) * 10, walk(5, 21), {"id": "A", "lineage": {"root": "A", "parent": None}}
+    )
+    ft = ta.Trajectory(
+        "ft",
+        np.array([0, 5]),
+        walk(2, 22),
+        {"id": "F", "lineage": {"root": "A", "parent": {"id": "A", "step": 30}}, **scoring},
+    )
+    other = ta.Trajectory(
+        "other",
+        np.arange(3),
+        walk(3, 23) + 30 * np.random.default_rng(0).normal(size=N),
+        {"id": "B", "lineage": {"root": "B", "parent": None}, **scoring},
+    )
     rows = [r for r in ta.comparison_table([base, ft, other], at_steps=[]) if r["kind"] == "finetune"]
     assert [(r["a"], r["step_a"], r["b"], r["step_b"]) for r in rows] == [("ft", 5, "base", 30)]
     assert rows[0]["kl_nats"] == pytest.approx(kl(ft.ll[1], base.ll[3]))
@@ -183,7 +196,9 @@ def test_lineage_pairs_and_random_pairs_with_different_roots():
     assert sorted(map(tuple, out["random_pairs"].tolist())) == [(0, 2), (1, 2)]
     assert out["random"]["mean"] == pytest.approx((kl(ll[0], ll[2]) + kl(ll[1], ll[2])) / 2)
     order = out["order"]
-    assert order["smaller"] == pytest.approx(kl(ll[1], ll[3])) and order["larger"] == pytest.approx(out["random"]["mean"])
+    assert order["smaller"] == pytest.approx(kl(ll[1], ll[3])) and order["larger"] == pytest.approx(
+        out["random"]["mean"]
+    )
     assert order["p_value"] < 0.05 and order["lo"] > 0
 
 
@@ -203,8 +218,11 @@ def test_domain_split_is_the_law_of_total_variance():
     assert (out["within"], out["between"]) == pytest.approx((within, between), rel=1e-12)
     bits = ta.domain_split(a, b, domains, N_BYTES)
     assert bits["between"] == pytest.approx(between / (N_BYTES.mean() * np.log(2)), rel=1e-12)
-    rows = ta.comparison_table([("r", np.array([0, 1]), np.stack([a, b]), {})], N_BYTES, at_steps=[0],
-                               domains=domains)  # fmt: skip
-    assert rows[0]["within_nats"] == pytest.approx(within) and rows[0]["between_nats"] == pytest.approx(between)
+    rows = ta.comparison_table(
+        [("r", np.array([0, 1]), np.stack([a, b]), {})], N_BYTES, at_steps=[0], domains=domains
+    )
+    assert rows[0]["within_nats"] == pytest.approx(within) and rows[0]["between_nats"] == pytest.approx(
+        between
+    )
     with pytest.raises(ValueError, match="one domain per text"):
         ta.domain_split(a, b, domains[:10])

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import html
 import json
-import os
 from pathlib import Path
 
+from trajlab._io import read_csv_log, write_atomic
 from trajlab.store import TrajectoryStore, open_stores
 
 
@@ -79,17 +78,10 @@ def find_stores(paths: list[str | Path]) -> list[Path]:
 
 
 def training_curves(run_dir: Path) -> dict | None:
-    """{"train_loss": [[step, loss], ...], "val_loss": [...]} from a run's CSV log, or None."""
-    path = run_dir / "metrics.csv"
-    if not path.exists():
+    """{"train_loss": [(step, loss), ...], "val_loss": [...]} from a run's CSV log, or None."""
+    if not (run_dir / "metrics.csv").exists():
         return None
-    curves: dict[str, list] = {"train_loss": [], "val_loss": []}
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            for key, col in (("train_loss", "train/loss"), ("val_loss", "val/loss")):
-                if row.get(col):
-                    curves[key].append([int(row["step"]), float(row[col])])
-    return curves
+    return read_csv_log(run_dir / "metrics.csv", {"train_loss": "train/loss", "val_loss": "val/loss"})
 
 
 def _curves_figure(curves: dict[str, dict], path: Path) -> None:
@@ -223,8 +215,8 @@ def _comparison_section(summary: dict) -> str:
 def _group_section(summary: dict, folder: Path) -> str:
     units = summary["units"]
     level = summary["options"]["level"]
-    parts = [f"<p>{summary['n_texts_kept']} of {summary['n_texts']} probe texts, mean {summary['mean_bytes']:.1f} "
-             f"bytes; KL in {units} (Var/2 estimator).</p>"]
+    parts = [(f"<p>{summary['n_texts_kept']} of {summary['n_texts']} probe texts, mean "
+              f"{summary['mean_bytes']:.1f} bytes; KL in {units} (Var/2 estimator).</p>")]
     parts += [_run_section(rec, units, level) for rec in summary["runs"].values()]
     if summary["comparison"]:
         parts.append(_comparison_section(summary))
@@ -292,15 +284,9 @@ def write_report(paths: list[str | Path], out: str | Path, **analysis_kwargs) ->
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>trajlab report</title><style>{_CSS}</style>"
             f"{_LOAD_CHECK}</head><body><h1>trajlab report</h1><p>{len(stores)} trajectory store(s): "
             f"{html.escape(', '.join(str(s.path) for s in stores))}</p>\n" + "\n".join(sections) + "</body></html>")
-    _write_atomic(out / "summary.json", json.dumps(json_safe(report), indent=1))
-    _write_atomic(out / "report.html", page)
+    write_atomic(out / "summary.json", json.dumps(json_safe(report), indent=1))
+    write_atomic(out / "report.html", page)
     return out / "report.html"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def report_main(argv: list[str]) -> int:

@@ -14,8 +14,8 @@ from trajlab.analysis.calibrate import spiral_test, thread_test
 from trajlab.analysis.config import AnalysisConfig
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
 from trajlab.analysis.kl import double_center, kl_matrix, kl_paired, prepare
-from trajlab.analysis.pairs import domain_split, fixed_lag_pairs
 from trajlab.analysis.maps import classical_mds, embed
+from trajlab.analysis.pairs import domain_split, fixed_lag_pairs
 from trajlab.analysis.spiral import fit_center, spiral_stats, winding
 from trajlab.analysis.summary import analyze
 from trajlab.analysis.tables import Trajectory, comparison_pairs, comparison_table, finetune_vs_base
@@ -23,13 +23,11 @@ from trajlab.analysis.threads import layer_map, layer_threads
 
 __all__ = [
     "AnalysisConfig",
+    "Trajectory",
+    "analyze",
     "bootstrap_exponent_order",
     "bootstrap_kl",
     "bootstrap_order",
-    "spiral_test",
-    "thread_test",
-    "Trajectory",
-    "analyze",
     "classical_mds",
     "comparison_pairs",
     "comparison_table",
@@ -38,8 +36,8 @@ __all__ = [
     "double_center",
     "embed",
     "finetune_vs_base",
-    "fixed_lag_pairs",
     "fit_center",
+    "fixed_lag_pairs",
     "kl_matrix",
     "kl_paired",
     "layer_map",
@@ -47,6 +45,8 @@ __all__ = [
     "pairwise_sq_dist",
     "prepare",
     "spiral_stats",
+    "spiral_test",
     "summarize_exponents",
+    "thread_test",
     "winding",
 ]

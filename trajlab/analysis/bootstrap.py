@@ -1,8 +1,8 @@
-"""Intervals for KL estimates and orderings: the paired text bootstrap, and a start-point bootstrap for exponents.
+"""Intervals for KL estimates and orderings: the paired text bootstrap; a start-point bootstrap for exponents.
 
-A KL estimate from N texts carries sampling error. Resampling texts with replacement (the same resample for every
-model, so pairs stay paired) gives percentile intervals for one KL and for the difference of two mean KLs. The unit
-factor 1 / (B ln 2) is fixed from the full probe, so only the variances are resampled.
+A KL estimate from N texts carries sampling error. Resampling texts with replacement (the same resample for
+every model, so pairs stay paired) gives percentile intervals for one KL and for the difference of two mean
+KLs. The unit factor 1 / (B ln 2) is fixed from the full probe, so only the variances are resampled.
 """
 
 from __future__ import annotations
@@ -155,8 +155,17 @@ def bootstrap_exponent_order(
         ca, cb = np.array(list(a.values())), np.array(list(b.values()))
     nan = float("nan")
     if len(ca) == 0 or len(cb) == 0:
-        return {"diff": nan, "lo": nan, "hi": nan, "p_value": nan, "small": nan, "large": nan,
-                "n_starts": 0, "paired": False, "n_boot": int(n_boot)}  # fmt: skip
+        return {
+            "diff": nan,
+            "lo": nan,
+            "hi": nan,
+            "p_value": nan,
+            "small": nan,
+            "large": nan,
+            "n_starts": 0,
+            "paired": False,
+            "n_boot": int(n_boot),
+        }
     rng = np.random.default_rng(seed)
     ia = rng.integers(0, len(ca), size=(n_boot, len(ca)))
     ib = ia if paired else rng.integers(0, len(cb), size=(n_boot, len(cb)))

@@ -1,10 +1,10 @@
 """Nulls for the map and layer findings: does a trajectory spiral more than a random walk, do layers thread?
 
-- spiral_test: PCA (or t-SNE) of a high-dimensional random walk already draws Lissajous arcs that wind about half
-  a turn (Antognini & Sohl-Dickstein 2018), so a map's winding is compared with random walks in text space whose
-  steps have the observed sizes, embedded the same way.
-- thread_test: adjacent layers are closer than non-adjacent ones for any path that moves steadily, so the thread
-  score is compared with the same layer rows in shuffled order.
+- spiral_test: PCA (or t-SNE) of a high-dimensional random walk already draws Lissajous arcs that wind about
+  half a turn (Antognini & Sohl-Dickstein 2018), so a map's winding is compared with random walks in text
+  space whose steps have the observed sizes, embedded the same way.
+- thread_test: adjacent layers are closer than non-adjacent ones for any path that moves steadily, so the
+  thread score is compared with the same layer rows in shuffled order.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def _pca2(points: np.ndarray) -> np.ndarray:
 
 
 def _tsne2(points: np.ndarray, perplexity: float, max_iter: int) -> np.ndarray:
-    tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=42, max_iter=max_iter)
+    tsne = TSNE(
+        2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=42, max_iter=max_iter
+    )
     return tsne.fit_transform(points - points.mean(axis=0))
 
 
@@ -79,11 +81,11 @@ def spiral_test(
 ) -> dict:
     """Returns how much a trajectory's 2-D map winds, against random walks with the same step sizes.
 
-    The observed map is embed(ll, method, 2, n_bytes); its winding is |winding(xy, "centroid")| in turns (the sign
-    only says which way the map's axes happen to point). Null: n_null random walks in the (N-1)-dimensional space
-    of double-centred LL vectors, whose k-th increment is isotropic Gaussian with the expected squared length of
-    the observed k-th consecutive displacement (KL units), each embedded by the same method (t-SNE: the same
-    perplexity, init, seed and iterations) and wound about its centroid.
+    The observed map is embed(ll, method, 2, n_bytes); its winding is |winding(xy, "centroid")| in turns (the
+    sign only says which way the map's axes happen to point). Null: n_null random walks in the
+    (N-1)-dimensional space of double-centred LL vectors, whose k-th increment is isotropic Gaussian with the
+    expected squared length of the observed k-th consecutive displacement (KL units), each embedded by the
+    same method (t-SNE: the same perplexity, init, seed and iterations) and wound about its centroid.
 
     Args:
         ll: (K, N) LL vectors of one trajectory's snapshots in order, K >= 3.
@@ -96,7 +98,8 @@ def spiral_test(
 
     Returns:
         dict with method, winding_turns (observed |turns|), null_mean, null_sd, null_q95 (95% quantile of the
-        null's |turns|), p_value = (1 + #null >= observed) / (1 + n_null), n_null, seed, perplexity (t-SNE only,
+        null's |turns|), p_value = (1 + #null >= observed) / (1 + n_null), n_null, seed, perplexity (t-SNE
+        only,
         else None), min_p = 1 / (1 + n_null), null_turns (n_null,) and xy (the observed (K, 2) map).
     """
     if method not in SPIRAL_METHODS:
@@ -158,7 +161,8 @@ def thread_test(
 
     Returns:
         dict with thread_score, null_mean, null_q05, p_value, n_perms, exact, min_p, adjacent_kl and
-        nonadjacent_kl (means), and note: a sentence when min_p >= 0.05 (the test cannot show threads), else None.
+        nonadjacent_kl (means), and note: a sentence when min_p >= 0.05 (the test cannot show threads), else
+        None.
     """
     a = np.asarray(ll_layers, dtype=np.float64)
     a = as_layer_ll(a[None] if a.ndim == 2 else a)
@@ -195,7 +199,7 @@ def thread_test(
         "null_mean": float(null.mean()),
         "null_q05": float(np.quantile(null, 0.05)),
         "p_value": float(p),
-        "n_perms": int(len(perms)),
+        "n_perms": len(perms),
         "exact": bool(exact),
         "min_p": float(min_p),
         "adjacent_kl": float(observed / n_adj),

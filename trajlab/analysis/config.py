@@ -1,12 +1,12 @@
-"""Every analysis option with its default, in one place (analyze() writes the values used into summary.json)."""
+"""Every analysis option with its default, in one place; analyze() writes the values used to summary.json."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-# The paper's comparisons on Pythia (143,000 steps, 1,430 warm-up steps): consecutive checkpoints 1000 steps apart
-# at 10k, 50k and 100k. As fractions of max_steps: lag 0.70%, targets ~7%, 35%, 70%.
+# The paper's comparisons on Pythia (143,000 steps, 1,430 warm-up steps): consecutive checkpoints 1000
+# steps apart at 10k, 50k and 100k. As fractions of max_steps: lag 0.70%, targets ~7%, 35%, 70%.
 PAPER_MAX_STEPS = 143_000
 PAPER_LAG_FRACTION = 1000 / PAPER_MAX_STEPS
 PAPER_TARGET_FRACTIONS = (10_000 / PAPER_MAX_STEPS, 50_000 / PAPER_MAX_STEPS, 100_000 / PAPER_MAX_STEPS)
@@ -21,7 +21,7 @@ class AnalysisConfig:
     clip_quantile: float | None = None
     """Clip LL from below at this pooled quantile (paper: 0.02); None: no clipping."""
     drop_jump_fraction: float | None = None
-    """Drop this fraction of texts with the largest consecutive-snapshot jumps (paper: 0.03); None: keep all."""
+    """Drop this fraction of texts with the largest consecutive-snapshot jumps (paper: 0.03); None: none."""
     jumps_after_warmup: bool = True
     """Rank jumps over each run's snapshots at steps >= its warmup_steps only (the paper's choice)."""
     window: int = 10
@@ -29,7 +29,7 @@ class AnalysisConfig:
     fits_after_warmup: bool = True
     """Diffusion fits start at steps >= warmup_steps only."""
     full_windows: bool = True
-    """Keep only diffusion fits whose window holds `window` usable lags (no truncated fits at the run's end)."""
+    """Keep only diffusion fits whose window holds `window` usable lags (no truncated fits at the end)."""
     lag_fraction: float = PAPER_LAG_FRACTION
     """Consecutive-pair lag: the smallest recorded spacing >= lag_fraction * max_steps (steps rounded)."""
     target_fractions: tuple[float, ...] = PAPER_TARGET_FRACTIONS

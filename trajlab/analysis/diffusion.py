@@ -36,7 +36,7 @@ def diffusion_exponents(
         steps: (K,) strictly increasing training steps of the snapshots.
         window: number of following snapshots per fit, >= 3.
         min_t0: start only at steps >= min_t0 (the paper: after warm-up); None: every start.
-        full_window: keep only starts whose window holds `window` usable lags (no truncated fits near the end).
+        full_window: keep only starts whose window holds `window` usable lags (no truncated fits at the end).
 
     Returns:
         Structured array with fields t0 (start step), c (slope), b (intercept), r2 (coefficient of
@@ -117,4 +117,4 @@ def summarize_exponents(
     rng = np.random.default_rng(seed)
     boot = np.median(c[rng.integers(0, len(c), size=(n_boot, len(c)))], axis=1)  # (n_boot,)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return {"median": float(np.median(c)), "ci_low": float(lo), "ci_high": float(hi), "n": int(len(c))}
+    return {"median": float(np.median(c)), "ci_low": float(lo), "ci_high": float(hi), "n": len(c)}

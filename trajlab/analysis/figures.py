@@ -3,8 +3,6 @@ caller's matplotlib backend is left alone)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+
+from trajlab._io import write_atomic
 
 CMAP = "viridis"
 
@@ -26,14 +26,7 @@ def _figure(n_panels: int, width: float = 5.0, height: float = 4.2) -> tuple[Fig
 
 def save_figure(fig: Figure, path: Path) -> None:
     """Writes fig as PNG to path atomically (temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def map_figure(
@@ -65,8 +58,10 @@ def map_figure(
         sp = (spirals or {}).get(name)
         label = name if name != "tsne" or sp is None else f"t-SNE, perplexity {sp['perplexity']:.3g}"
         if sp is not None:
-            label += (f"\n|winding| {sp['winding_turns']:.2f} turns; random walks: q95 {sp['null_q95']:.2f}, "
-                      f"p = {sp['p_value']:.3g}")  # fmt: skip
+            label += (
+                f"\n|winding| {sp['winding_turns']:.2f} turns; random walks: q95 {sp['null_q95']:.2f}, "
+                f"p = {sp['p_value']:.3g}"
+            )
         ax.set_title(label, fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
         ax.autoscale_view()
@@ -141,7 +136,7 @@ def diffusion_figure(panels: list[dict], title: str) -> Figure:
 
 
 def joint_map_figure(joint: dict, title: str) -> Figure:
-    """Returns the joint PCA map of several runs' trajectories next to their joint t-SNE map (one colour per run).
+    """Returns the joint PCA map of several runs' trajectories next to their joint t-SNE map.
 
     Args:
         joint: {"pca": {run: (K_i, 2)}, "tsne": {run: (K_i, 2)} or None, "tsne_perplexity": float or None}.

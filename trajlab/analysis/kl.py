@@ -220,10 +220,15 @@ def prepare(
             ranked = mats
         else:
             if len(jump_rows) != len(mats):
-                raise ValueError(f"jump_rows needs one mask per LL matrix ({len(mats)}), got {len(jump_rows)}")
+                raise ValueError(
+                    f"jump_rows needs one mask per LL matrix ({len(mats)}), got {len(jump_rows)}"
+                )
             ranked = [m[np.asarray(r, dtype=bool)] for m, r in zip(mats, jump_rows, strict=True)]
         if all(m.shape[0] < 2 for m in ranked):
-            raise ValueError("drop_jump_fraction needs a trajectory with at least 2 snapshots (among the rows jump_rows selects)")
+            raise ValueError(
+                "drop_jump_fraction needs a trajectory with at least 2 snapshots "
+                "(among the rows jump_rows selects)"
+            )
         jumps = np.zeros(n)  # (N,) largest |delta l| per text; non-finite jumps rank first
         for m in ranked:
             if m.shape[0] >= 2:

@@ -6,13 +6,12 @@ import csv
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from trajlab._io import write_atomic
 from trajlab.analysis.figures import (
     diffusion_figure,
     joint_map_figure,
@@ -37,17 +36,6 @@ def json_safe(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x if x is None or isinstance(x, str | int | float | bool) else str(x)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _csv_text(header: list[str], rows: list) -> str:
@@ -113,8 +101,10 @@ def _write_figures(out: Path, summary: dict, arrays: dict, names: list[str], win
             save_figure(fig, out / fname)
             files.append(fname)
     if summary["joint_map"] is not None:
-        save_figure(joint_map_figure(summary["joint_map"], f"all runs, joint maps ({summary['units']})"),
-                    out / "map_all.png")  # fmt: skip
+        save_figure(
+            joint_map_figure(summary["joint_map"], f"all runs, joint maps ({summary['units']})"),
+            out / "map_all.png",
+        )
         files.append("map_all.png")
     return files
 
@@ -146,8 +136,19 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
         for space, d in rec["diffusion"].items():
             exp_rows += [[name, space, *f] for f in d["fits"].tolist()]
             used = d["fits_used"]
-            exp_sum_rows.append([name, space, d["source"], *d["summary"].values(), used["window"],
-                                 used["min_t0"], used["full_windows"], used["t0_first"], used["t0_last"]])  # fmt: skip
+            exp_sum_rows.append(
+                [
+                    name,
+                    space,
+                    d["source"],
+                    *d["summary"].values(),
+                    used["window"],
+                    used["min_t0"],
+                    used["full_windows"],
+                    used["t0_first"],
+                    used["t0_last"],
+                ]
+            )
         spiral_rows += [[name, m, *(v["spiral"][key] for key in SPIRAL_KEYS)] for m, v in rec["maps"].items()]
         if rec["layer_threads"] is not None:
             adj = rec["layer_threads"]["adjacent_kl"]
@@ -156,8 +157,9 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
             ]
         if rec["layer_threads"] is not None:
             t = rec["layer_threads"]["test"]
-            thread_rows.append([name, t["thread_score"], t["null_mean"], t["p_value"], t["n_perms"], t["exact"],
-                                t["min_p"]])  # fmt: skip
+            thread_rows.append(
+                [name, t["thread_score"], t["null_mean"], t["p_value"], t["n_perms"], t["exact"], t["min_p"]]
+            )
         tables[f"kl_matrix_{stem}.csv"] = (
             ["step", *map(str, steps)],
             [[s, *row] for s, row in zip(steps, rec["kl_matrix"], strict=True)],
@@ -179,15 +181,28 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
     )
     tables["exponents.csv"] = (["run", "space", "t0", "c", "b", "r2", "n_lags"], exp_rows)
     tables["exponent_summary.csv"] = (
-        ["run", "space", "source", "median", "ci_low", "ci_high", "n", "window", "min_t0", "full_windows",
-         "t0_first", "t0_last"],  # fmt: skip
+        [
+            "run",
+            "space",
+            "source",
+            "median",
+            "ci_low",
+            "ci_high",
+            "n",
+            "window",
+            "min_t0",
+            "full_windows",
+            "t0_first",
+            "t0_last",
+        ],
         exp_sum_rows,
     )
     tables["spiral.csv"] = (["run", "map", *SPIRAL_KEYS], spiral_rows)
     if layer_rows:
         tables["layer_threads.csv"] = (["run", "step", "layer", f"adjacent_kl ({units})"], layer_rows)
         tables["thread_test.csv"] = (
-            ["run", "thread_score", "null_mean", "p_value", "n_perms", "exact", "min_p"], thread_rows
+            ["run", "thread_score", "null_mean", "p_value", "n_perms", "exact", "min_p"],
+            thread_rows,
         )
     comp = summary["comparison"]
     if comp:
@@ -205,7 +220,7 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
                 [[o["smaller"], o["larger"], o["diff"], o["lo"], o["hi"], o["p_value"], o["n_boot"]]],
             )
     for fname, (header, rows) in tables.items():
-        _write_atomic(out / fname, _csv_text(header, rows))
+        write_atomic(out / fname, _csv_text(header, rows))
     return list(tables)
 
 
@@ -222,5 +237,5 @@ def write_summary(out: Path, summary: dict, arrays: dict, names: list[str], wind
     summary["figures"] = _write_figures(out, summary, arrays, names, window)
     summary["tables"] = _write_tables(out, summary, names)
     safe = json_safe(summary)
-    _write_atomic(out / "summary.json", json.dumps(safe, indent=1))
+    write_atomic(out / "summary.json", json.dumps(safe, indent=1))
     return safe

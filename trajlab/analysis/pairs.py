@@ -1,4 +1,4 @@
-"""Which snapshots the paper compares: fixed-lag consecutive pairs past warm-up, lineage, domain parts of a KL.
+"""Which snapshots the paper compares: fixed-lag consecutive pairs past warm-up, lineage; domain parts of KL.
 
 Store meta keys read here (all optional, v1 stores lack them): "warmup_steps", "max_steps", "id",
 "lineage" = {"root": id, "parent": {"id", "step"} | None}, the older "parent" = {"run", "step"}, and
@@ -21,12 +21,12 @@ def fixed_lag_pairs(
     lag_fraction: float,
     target_fractions: Sequence[float],
 ) -> dict:
-    """Returns the paper's consecutive-checkpoint pairs of one run: a fixed lag, at fixed fractions of training.
+    """Returns the paper's consecutive-checkpoint pairs of a run: a fixed lag at fixed fractions of training.
 
     lag = the smallest spacing between two recorded steps (both >= warmup_steps) that is >= lag_fraction *
-    max_steps (rounded to a step; Pythia: 1000 of 143,000). For each target fraction f: the first snapshot at or
-    after round(f * max_steps), at or after warmup_steps, with a partner exactly one lag later. Targets without
-    such a snapshot are skipped with a note.
+    max_steps (rounded to a step; Pythia: 1000 of 143,000). For each target fraction f: the first snapshot at
+    or after round(f * max_steps), at or after warmup_steps, with a partner exactly one lag later. Targets
+    without such a snapshot are skipped with a note.
 
     Args:
         steps: (K,) increasing recorded steps.
@@ -47,8 +47,14 @@ def fixed_lag_pairs(
         warmup_steps = 0
         notes.append("warmup_steps unknown: no snapshot is excluded as warm-up")
     post = st[st >= warmup_steps]
-    threshold = max(1, int(round(lag_fraction * max_steps)))
-    out = {"pairs": [], "lag": None, "max_steps": int(max_steps), "warmup_steps": int(warmup_steps), "notes": notes}
+    threshold = max(1, round(lag_fraction * max_steps))
+    out = {
+        "pairs": [],
+        "lag": None,
+        "max_steps": int(max_steps),
+        "warmup_steps": int(warmup_steps),
+        "notes": notes,
+    }
     j = np.searchsorted(post, post + threshold)  # first partner at least `threshold` later
     ok = j < len(post)
     if not ok.any():
@@ -58,11 +64,13 @@ def fixed_lag_pairs(
     out["lag"] = lag
     have_partner = post[np.isin(post + lag, post)]
     for f in target_fractions:
-        target = int(round(f * max_steps))
+        target = round(f * max_steps)
         cand = have_partner[have_partner >= target]
         if len(cand) == 0:
-            notes.append(f"no snapshot at or after step {target} ({f:.1%} of {max_steps}) has a partner {lag} steps "
-                         "later: that consecutive pair is skipped")
+            notes.append(
+                f"no snapshot at or after step {target} ({f:.1%} of {max_steps}) has a partner {lag} steps "
+                "later: that consecutive pair is skipped"
+            )
             continue
         pair = (target, int(cand[0]), int(cand[0]) + lag)
         if any(p[1] == pair[1] for p in out["pairs"]):
@@ -75,8 +83,8 @@ def fixed_lag_pairs(
 def parent_of(meta: dict, others: dict[str, dict]) -> tuple[str, int] | None:
     """Returns (name, step) of the run and snapshot a run was fine-tuned from, or None.
 
-    meta["lineage"]["parent"] = {"id", "step"} names the parent store by its meta id; the older meta["parent"] =
-    {"run", "step"} names it by run name. others: run name -> meta of every analysed run.
+    meta["lineage"]["parent"] = {"id", "step"} names the parent store by its meta id; the older
+    meta["parent"] = {"run", "step"} names it by run name. others: run name -> meta of every analysed run.
     """
     parent = (meta.get("lineage") or {}).get("parent")
     if parent and parent.get("id") is not None:
@@ -96,7 +104,7 @@ def has_parent(meta: dict) -> bool:
 
 
 def root_of(name: str, metas: dict[str, dict]) -> str:
-    """Returns the lineage root of a run: meta["lineage"]["root"], else its oldest resolvable ancestor's id or name."""
+    """Returns a run's lineage root: meta["lineage"]["root"], else its oldest known ancestor's id or name."""
     seen = set()
     while name not in seen:
         seen.add(name)
@@ -124,8 +132,9 @@ def domain_split(
 ) -> dict[str, float]:
     """Returns Var[l_a - l_b]/2 split into within- and between-domain parts (law of total variance).
 
-    With d = l_a - l_b, w_g = n_g / N and population variances: Var d = sum_g w_g Var_g d + sum_g w_g (mean_g d -
-    mean d)^2. When a change sits in one domain of a mixed probe, Var/2 ~ KL + Var_domain(KL_x)/2: the between part
+    With d = l_a - l_b, w_g = n_g / N and population variances:
+        Var d = sum_g w_g Var_g d + sum_g w_g (mean_g d - mean d)^2.
+    When a change sits in one domain of a mixed probe, Var/2 ~ KL + Var_domain(KL_x)/2: the between part
     inflates the estimate (../shared/REFERENCE.md, "Calibration").
 
     Returns:
@@ -143,4 +152,8 @@ def domain_split(
         w = len(x) / len(d)
         within += w * x.var()
         between += w * (x.mean() - mean) ** 2
-    return {"total": float(d.var() * factor), "within": float(within * factor), "between": float(between * factor)}
+    return {
+        "total": float(d.var() * factor),
+        "within": float(within * factor),
+        "between": float(between * factor),
+    }

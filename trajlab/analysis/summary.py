@@ -23,7 +23,17 @@ from trajlab.analysis.pairs import has_parent, mean_tokens, parent_of, root_of
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base
 from trajlab.analysis.threads import layer_map, layer_threads
 
-SPIRAL_KEYS = ("winding_turns", "null_mean", "null_sd", "null_q95", "p_value", "n_null", "min_p", "perplexity", "seed")
+SPIRAL_KEYS = (
+    "winding_turns",
+    "null_mean",
+    "null_sd",
+    "null_q95",
+    "p_value",
+    "n_null",
+    "min_p",
+    "perplexity",
+    "seed",
+)
 
 
 def _run_names(stores: list) -> list[str]:
@@ -112,12 +122,18 @@ def _layer_ll(store, kept: np.ndarray, notes: list[str]) -> np.ndarray | None:
 
 def _fits_used(fits: np.ndarray, window: int, fit_kw: dict) -> dict:
     t0 = fits["t0"]
-    return {"window": window, "min_t0": fit_kw["min_t0"], "full_windows": fit_kw["full_window"], "n": int(len(t0)),
-            "t0_first": int(t0[0]) if len(t0) else None, "t0_last": int(t0[-1]) if len(t0) else None}  # fmt: skip
+    return {
+        "window": window,
+        "min_t0": fit_kw["min_t0"],
+        "full_windows": fit_kw["full_window"],
+        "n": len(t0),
+        "t0_first": int(t0[0]) if len(t0) else None,
+        "t0_last": int(t0[-1]) if len(t0) else None,
+    }
 
 
 def _spirals(ll: np.ndarray, n_bytes: np.ndarray | None, cfg: AnalysisConfig, notes: list[str]) -> dict:
-    """Returns {method: {"coords", "spiral"}} for the PCA (and t-SNE) maps, each spiral tested against its null."""
+    """Returns {method: {"coords", "spiral"}} for the PCA (and t-SNE) maps, each spiral tested by its null."""
     if len(ll) < 3:
         notes.append(f"maps: need at least 3 snapshots, store has {len(ll)}")
         return {}
@@ -219,26 +235,45 @@ def _finetune_summary(
             continue
         parent = parent_of(t.meta, metas)
         if parent is None or parent[1] not in by_name[parent[0]].steps:
-            notes.append(f"fine-tuned vs base: the parent snapshot of {t.name!r} is not among the analysed stores")
+            notes.append(
+                f"fine-tuned vs base: the parent snapshot of {t.name!r} is not among the analysed stores"
+            )
             continue
         pairs.append((index_of(t, int(t.steps[-1]), None), index_of(by_name[parent[0]], parent[1], None)))
     if not pairs:
         return None
     if len({r for r in roots if r is not None}) < 2:
-        notes.append("fine-tuned vs base: random pairs need final snapshots of runs with different lineage roots")
+        notes.append(
+            "fine-tuned vs base: random pairs need final snapshots of runs with different lineage roots"
+        )
         return None
-    out = finetune_vs_base(np.stack(rows), pairs, n_bytes, cfg.n_random, cfg.seed, roots=roots, n_boot=cfg.n_boot,
-                           level=cfg.level)  # fmt: skip
+    out = finetune_vs_base(
+        np.stack(rows),
+        pairs,
+        n_bytes,
+        cfg.n_random,
+        cfg.seed,
+        roots=roots,
+        n_boot=cfg.n_boot,
+        level=cfg.level,
+    )
     to_nats = 1.0 / kl_unit_factor(n_bytes, n)
     flags = []
     for (a, b), v in zip(pairs, out["pair_kl"], strict=True):
         known = [tk for tk in (tokens[a], tokens[b]) if tk]
         flags.append(bool(v * to_nats / np.mean(known) > cfg.max_nats_per_token) if known else None)
-    return {**out, "models": labels, "roots": roots, "pair_labels": [(labels[a], labels[b]) for a, b in pairs],
-            "beyond_checked_range": flags}  # fmt: skip
+    return {
+        **out,
+        "models": labels,
+        "roots": roots,
+        "pair_labels": [(labels[a], labels[b]) for a, b in pairs],
+        "beyond_checked_range": flags,
+    }
 
 
-def _joint_maps(lls: list[np.ndarray], names: list[str], nb: np.ndarray | None, cfg: AnalysisConfig) -> dict | None:
+def _joint_maps(
+    lls: list[np.ndarray], names: list[str], nb: np.ndarray | None, cfg: AnalysisConfig
+) -> dict | None:
     """Returns the joint PCA and t-SNE maps of all runs of one probe group, split back per run."""
     k = sum(len(ll) for ll in lls)
     if len(lls) < 2 or k < 3:
@@ -284,12 +319,13 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
     """Computes every analysis number for the stores and writes summary.json, CSV tables and PNG figures.
 
     Per store: KL matrix with standard errors, consecutive KL, KL to the first snapshot (and to the parent
-    snapshot for a fine-tune), PCA and t-SNE maps each with its spiral test (|winding| against random walks with
-    the same step sizes), layer threads with their permutation test (if all of n_layers >= 2 layers are stored),
-    diffusion exponents in LL and weight space from the fits after warm-up with full windows, and the bootstrap
-    of c_LL < c_W. Across stores: the comparison table (fixed-lag consecutive pairs, seeds, sizes, fine-tunes)
-    with bootstrap intervals and domain parts, fine-tuned vs base against random pairs with different roots, and
-    the joint PCA and t-SNE maps. Everything is computed before anything is written, each file atomically.
+    snapshot for a fine-tune), PCA and t-SNE maps each with its spiral test (|winding| against random walks
+    with the same step sizes), layer threads with their permutation test (if all of n_layers >= 2 layers are
+    stored), diffusion exponents in LL and weight space from the fits after warm-up with full windows, and the
+    bootstrap of c_LL < c_W. Across stores: the comparison table (fixed-lag consecutive pairs, seeds, sizes,
+    fine-tunes) with bootstrap intervals and domain parts, fine-tuned vs base against random pairs with
+    different roots, and the joint PCA and t-SNE maps. Everything is computed before anything is written,
+    each file atomically.
 
     Args:
         stores: TrajectoryStore-like objects over one probe set (one fingerprint), distinct meta["run"].
@@ -316,9 +352,12 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
     if cfg.jumps_after_warmup:
         jump_rows = [np.asarray(s.steps) >= (_warmup(m) or 0) for s, m in zip(stores, metas, strict=True)]
     lls, kept_bytes, kept = prepare(
-        lls, all_bytes, clip_quantile=cfg.clip_quantile, drop_jump_fraction=cfg.drop_jump_fraction,
+        lls,
+        all_bytes,
+        clip_quantile=cfg.clip_quantile,
+        drop_jump_fraction=cfg.drop_jump_fraction,
         jump_rows=jump_rows,
-    )  # fmt: skip
+    )
     nb = kept_bytes if cfg.n_bytes_units else None
     units = "bits/byte" if cfg.n_bytes_units else "nats/text"
     runs, arrays = {}, {}
@@ -334,7 +373,7 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
     ft = _finetune_summary(trajs, nb, cfg, notes)
     summary = {
         "units": units,
-        "n_texts": int(len(kept)),
+        "n_texts": len(kept),
         "n_texts_kept": int(kept.sum()),
         "mean_bytes": float(kept_bytes.mean()),
         "domains": sorted(set(domains)) if domains is not None else None,

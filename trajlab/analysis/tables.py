@@ -14,7 +14,6 @@ from trajlab.analysis.kl import as_ll, kl_paired, kl_unit_factor
 from trajlab.analysis.pairs import domain_split, fixed_lag_pairs, has_parent, mean_tokens, parent_of
 
 
-
 @dataclass(frozen=True)
 class Trajectory:
     """One run's snapshots scored on the shared probe texts.
@@ -78,8 +77,8 @@ def comparison_pairs(
 
     Kinds:
       consecutive: within each trajectory, the paper's fixed-lag pairs after warm-up (fixed_lag_pairs with the
-          run's meta warmup_steps / max_steps and config's lag_fraction / target_fractions); with at_steps, each
-          listed step (that has a next snapshot) vs the next snapshot instead.
+          run's meta warmup_steps / max_steps and config's lag_fraction / target_fractions); with at_steps,
+          each listed step (that has a next snapshot) vs the next snapshot instead.
       seed: runs of the same size (meta "size" or "preset") with different meta "seed", at their last common
           step.
       size: runs of different sizes with the same seed (or both without one), at their last common step.
@@ -95,9 +94,12 @@ def comparison_pairs(
     for t in trajectories:
         if at_steps is None:
             fl = fixed_lag_pairs(
-                t.steps, t.meta.get("max_steps"), t.meta.get("warmup_steps"), cfg.lag_fraction,
+                t.steps,
+                t.meta.get("max_steps"),
+                t.meta.get("warmup_steps"),
+                cfg.lag_fraction,
                 cfg.target_fractions,
-            )  # fmt: skip
+            )
             notes += [f"{t.name}: {n}" for n in fl["notes"]]
             out += [("consecutive", t, sa, t, sb) for _, sa, sb in fl["pairs"]]
         else:
@@ -120,14 +122,16 @@ def comparison_pairs(
             continue
         parent = parent_of(t.meta, metas)
         if parent is None or parent[1] not in by_name[parent[0]].steps:
-            notes.append(f"fine-tuned vs base: the parent snapshot of {t.name!r} is not among the analysed stores")
+            notes.append(
+                f"fine-tuned vs base: the parent snapshot of {t.name!r} is not among the analysed stores"
+            )
             continue
         out.append(("finetune", t, int(t.steps[-1]), by_name[parent[0]], parent[1]))
     return out
 
 
 def _per_token(kl_nats: float, a: Trajectory, b: Trajectory, n: int) -> float | None:
-    """KL in nats per scored token (mean tokens per text of the two stores), None when neither recorded them."""
+    """KL in nats per scored token (mean tokens per text of the two stores); None if neither records them."""
     tokens = [m for m in (mean_tokens(a.meta, n), mean_tokens(b.meta, n)) if m]
     return kl_nats / float(np.mean(tokens)) if tokens else None
 
@@ -173,10 +177,17 @@ def comparison_table(
         _, lo, hi = bootstrap_kl(rows_a[p], rows_b[p], None, cfg.n_boot, cfg.seed + p, cfg.level)
         per_token = _per_token(float(v), a, b, n)
         row = {
-            "kind": kind, "a": a.name, "step_a": sa, "b": b.name, "step_b": sb,
+            "kind": kind,
+            "a": a.name,
+            "step_a": sa,
+            "b": b.name,
+            "step_b": sb,
             "lag": sb - sa if kind == "consecutive" else None,
-            "kl_nats": float(v), "se_nats": float(e), "ci_lo_nats": lo, "ci_hi_nats": hi,
-        }  # fmt: skip
+            "kl_nats": float(v),
+            "se_nats": float(e),
+            "ci_lo_nats": lo,
+            "ci_hi_nats": hi,
+        }
         for key, x in (("kl", v), ("se", e), ("ci_lo", lo), ("ci_hi", hi)):
             row[f"{key}_bits_per_byte"] = None if to_bits is None else float(x * to_bits)
         row["kl_nats_per_token"] = per_token
@@ -195,7 +206,7 @@ def _stats(x: np.ndarray) -> dict[str, float | int]:
         "median": float(np.median(x)),
         "mean": float(x.mean()),
         "sd": float(x.std(ddof=1)) if len(x) > 1 else float("nan"),
-        "n": int(len(x)),
+        "n": len(x),
     }
 
 
@@ -212,15 +223,16 @@ def finetune_vs_base(
 ) -> dict:
     """Returns KL of each fine-tuned model to its base against KL of random model pairs (the papers' Table 2).
 
-    Random pairs (the paper's): pairs of models with different bases, i.e. rows whose lineage roots differ; rows
-    with root None (e.g. an intermediate parent snapshot) are never drawn. Without roots every distinct pair
-    not listed in `pairs` counts (use only when no lineage is known).
+    Random pairs (the paper's): pairs of models with different bases, i.e. rows whose lineage roots differ;
+    rows with root None (e.g. an intermediate parent snapshot) are never drawn. Without roots every distinct
+    pair not listed in `pairs` counts (use only when no lineage is known).
 
     Args:
         ll: (K, N) LL vectors of all models in the set (fine-tuned and base models, and any others).
         pairs: (fine-tuned row, base row) index pairs.
         n_bytes: optional (N,) byte counts; if given, bits per byte, else nats per text.
-        n_random: number of random pairs, drawn without replacement; all of them if there are at most n_random.
+        n_random: number of random pairs, drawn without replacement; all of them if there are at most
+        n_random.
         seed: sampling seed (and bootstrap seed).
         roots: optional (K,) lineage root of each row (None: not a random-pair candidate).
         n_boot: if > 0, add "order": bootstrap_order of mean KL(pairs) < mean KL(random pairs) (paired text
@@ -249,8 +261,9 @@ def finetune_vs_base(
         if len(roots) != k:
             raise ValueError(f"roots must give one root (or None) per row ({k}), got {len(roots)}")
         r = list(roots)
-        eligible = np.array([[r[i] is not None and r[j] is not None and r[i] != r[j] for j in range(k)]
-                             for i in range(k)])  # fmt: skip
+        eligible = np.array(
+            [[r[i] is not None and r[j] is not None and r[i] != r[j] for j in range(k)] for i in range(k)]
+        )
     iu, ju = iu[eligible[iu, ju]], ju[eligible[iu, ju]]
     if len(iu) == 0:
         raise ValueError(
@@ -264,7 +277,9 @@ def finetune_vs_base(
     pair_stats, random_stats = _stats(pair_kl), _stats(random_kl)
     order = None
     if n_boot > 0:
-        order = bootstrap_order(a, p.tolist(), np.column_stack([iu, ju]).tolist(), n_bytes, n_boot, seed, level)
+        order = bootstrap_order(
+            a, p.tolist(), np.column_stack([iu, ju]).tolist(), n_bytes, n_boot, seed, level
+        )
     return {
         "pairs": pair_stats,
         "random": random_stats,
