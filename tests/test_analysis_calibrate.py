@@ -138,3 +138,16 @@ def test_few_layers_say_that_threads_cannot_be_shown():
     assert out["exact"] and out["n_perms"] == 6
     assert out["min_p"] == pytest.approx(1 / 3) and out["p_value"] == pytest.approx(1 / 3)
     assert "smallest reachable p is 0.33" in out["note"]
+
+
+def test_analysis_config_refuses_bad_options():
+    cfg = ta.AnalysisConfig()
+    assert cfg.replace(n_boot=50).n_boot == 50 and cfg.n_boot == 1000
+    with pytest.raises(ValueError, match="unknown analysis option"):
+        cfg.replace(n_boots=5)
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 1"):
+        cfg.replace(n_boot=0)
+    with pytest.raises(ValueError, match="level"):
+        ta.AnalysisConfig(level=95)
+    with pytest.raises(ValueError, match="lag_fraction"):
+        ta.AnalysisConfig(target_fractions=(0.5, 7.0))

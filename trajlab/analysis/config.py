@@ -57,6 +57,26 @@ class AnalysisConfig:
     seed: int = 0
     """Seed of every null, bootstrap and random-pair draw."""
 
+    def __post_init__(self) -> None:
+        counts = {
+            "window": (self.window, 3),
+            "n_boot": (self.n_boot, 1),
+            "spiral_n_null": (self.spiral_n_null, 1),
+            "spiral_n_null_tsne": (self.spiral_n_null_tsne, 1),
+            "thread_n_null": (self.thread_n_null, 1),
+            "n_random": (self.n_random, 1),
+        }
+        for name, (value, least) in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"analysis option {name} must be an integer >= {least}, got {value!r}")
+        if not 0 < self.level < 1:
+            raise ValueError(f"analysis option level must be in (0, 1), got {self.level!r}")
+        if not 0 < self.lag_fraction < 1 or not all(0 <= f <= 1 for f in self.target_fractions):
+            raise ValueError(
+                f"lag_fraction must be in (0, 1) and target_fractions in [0, 1], got {self.lag_fraction!r}, "
+                f"{self.target_fractions!r}"
+            )
+
     def replace(self, **options) -> AnalysisConfig:
         """Returns a copy with options changed; refuses unknown names with the list of known ones."""
         known = {f.name for f in dataclasses.fields(self)}
