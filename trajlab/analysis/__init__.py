@@ -6,6 +6,9 @@ numpy / scipy / scikit-learn / matplotlib only (no torch), so stores can be anal
     kl = ta.kl_matrix(ll, n_bytes)                  # (K, K) bits per byte
     xy = ta.embed(ll, "tsne", 2, n_bytes)            # (K, 2)
     fits = ta.diffusion_exponents(kl, steps)         # one local exponent per start snapshot
+    ta.spiral_test(ll, "pca")["p_value"]             # |winding| against random walks with the same steps
+    ta.thread_test(ll_layers)["p_value"]             # layer thread score against shuffled layer orders
+    ta.bootstrap_kl(ll[0], ll[1], n_bytes)           # (KL, lo, hi): paired text bootstrap
     ta.analyze(stores, "out/")                       # every number, CSV tables and figures
 """
 
@@ -18,7 +21,7 @@ from trajlab.analysis.maps import classical_mds, embed
 from trajlab.analysis.pairs import domain_split, fixed_lag_pairs
 from trajlab.analysis.spiral import fit_center, spiral_stats, winding
 from trajlab.analysis.summary import analyze
-from trajlab.analysis.tables import Trajectory, comparison_pairs, comparison_table, finetune_vs_base
+from trajlab.analysis.tables import Trajectory, comparison_pairs, comparison_table, finetune_vs_base, lineage_pairs
 from trajlab.analysis.threads import layer_map, layer_threads
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "kl_paired",
     "layer_map",
     "layer_threads",
+    "lineage_pairs",
     "pairwise_sq_dist",
     "prepare",
     "spiral_stats",

@@ -6,6 +6,9 @@ The papers call checkpoint trajectories on t-SNE maps "spirals" by eye; these nu
   about a far centre such as the circle fit of a nearly straight path.
 - turning: signed sum of heading changes along the path, in turns; centre-free; 0 for a straight line, ~n for
   an n-turn spiral.
+A map's axes point either way (PCA signs, t-SNE), so only |winding| means something, and even a random walk
+winds about half a turn on a PCA map: findings use spiral_test (calibrate.py), which compares |winding| with
+random walks embedded the same way.
 """
 
 from __future__ import annotations

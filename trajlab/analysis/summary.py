@@ -19,8 +19,8 @@ from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, su
 from trajlab.analysis.kl import kl_matrix, kl_paired, kl_unit_factor, prepare
 from trajlab.analysis.maps import embed
 from trajlab.analysis.outputs import write_summary
-from trajlab.analysis.pairs import has_parent, mean_tokens, parent_of, root_of
-from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base
+from trajlab.analysis.pairs import mean_tokens, root_of
+from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base, lineage_pairs
 from trajlab.analysis.threads import layer_map, layer_threads
 
 SPIRAL_KEYS = (
@@ -227,19 +227,10 @@ def _finetune_summary(
             tokens.append(mean_tokens(t.meta, n))
         return labels.index(label)
 
-    by_name = {t.name: t for t in trajs}
     for t in trajs:
         index_of(t, int(t.steps[-1]), root_of(t.name, metas))
-    for t in trajs:
-        if not has_parent(t.meta):
-            continue
-        parent = parent_of(t.meta, metas)
-        if parent is None or parent[1] not in by_name[parent[0]].steps:
-            notes.append(
-                f"fine-tuned vs base: the parent snapshot of {t.name!r} is not among the analysed stores"
-            )
-            continue
-        pairs.append((index_of(t, int(t.steps[-1]), None), index_of(by_name[parent[0]], parent[1], None)))
+    for t, parent, step in lineage_pairs(trajs):  # missing parents: noted by the comparison table
+        pairs.append((index_of(t, int(t.steps[-1]), None), index_of(parent, step, None)))
     if not pairs:
         return None
     if len({r for r in roots if r is not None}) < 2:
@@ -295,15 +286,9 @@ def _joint_maps(
 
 def _kl_to_parent(runs: dict, trajs: list[Trajectory], nb: np.ndarray | None) -> None:
     """Adds each child's KL to its parent snapshot, one value per child snapshot."""
-    metas = {t.name: t.meta for t in trajs}
-    by_name = {t.name: t for t in trajs}
-    for t in trajs:
-        parent = parent_of(t.meta, metas) if has_parent(t.meta) else None
-        if parent is None or parent[1] not in by_name[parent[0]].steps:
-            continue
-        base = by_name[parent[0]].row(parent[1])
-        kl = kl_paired(t.ll, np.broadcast_to(base, t.ll.shape), nb)
-        runs[t.name]["kl_to_parent"] = {"parent": parent[0], "step": parent[1], "kl": kl}
+    for t, parent, step in lineage_pairs(trajs):
+        kl = kl_paired(t.ll, np.broadcast_to(parent.row(step), t.ll.shape), nb)
+        runs[t.name]["kl_to_parent"] = {"parent": parent.name, "step": step, "kl": kl}
 
 
 def _restricted_meta(meta: dict, kept: np.ndarray) -> dict:

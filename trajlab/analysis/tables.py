@@ -115,18 +115,30 @@ def comparison_pairs(
             out.append(("seed", a, step, b, step))
         elif a.size != b.size and seeds[0] == seeds[1]:
             out.append(("size", a, step, b, step))
+    out += [("finetune", t, int(t.steps[-1]), p, step) for t, p, step in lineage_pairs(trajectories, notes)]
+    return out
+
+
+def lineage_pairs(
+    trajectories: Sequence[Trajectory], notes: list[str] | None = None
+) -> list[tuple[Trajectory, Trajectory, int]]:
+    """Returns (child, parent run, parent step) for every run whose parent snapshot is among the trajectories.
+
+    The parent is named by meta lineage (parent id = the other run's meta id) or the older meta "parent" (run
+    name). notes, if given, collects the runs whose parent snapshot is missing.
+    """
     by_name = {t.name: t for t in trajectories}
     metas = {t.name: t.meta for t in trajectories}
+    out = []
     for t in trajectories:
         if not has_parent(t.meta):
             continue
         parent = parent_of(t.meta, metas)
         if parent is None or parent[1] not in by_name[parent[0]].steps:
-            notes.append(
-                f"fine-tuned vs base: the parent snapshot of {t.name!r} is not among the analysed stores"
-            )
+            if notes is not None:
+                notes.append(f"fine-tuned vs base: the parent snapshot of {t.name!r} is not analysed here")
             continue
-        out.append(("finetune", t, int(t.steps[-1]), by_name[parent[0]], parent[1]))
+        out.append((t, by_name[parent[0]], parent[1]))
     return out
 
 
