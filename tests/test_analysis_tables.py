@@ -226,3 +226,20 @@ def test_domain_split_is_the_law_of_total_variance():
     )
     with pytest.raises(ValueError, match="one domain per text"):
         ta.domain_split(a, b, domains[:10])
+
+
+def test_roots_follow_analysed_parents():
+    from trajlab.analysis.pairs import root_of
+
+    metas = {
+        "base": {"id": "A", "lineage": {"root": "A", "parent": None}},
+        # a v1 fine-tune read through meta v2 defaults: lineage names itself, the old "parent" names the base
+        "ft": {
+            "id": "v1-f",
+            "lineage": {"root": "v1-f", "parent": None},
+            "parent": {"run": "base", "step": 3},
+        },
+        "ft2": {"id": "G", "lineage": {"root": "A", "parent": {"id": "F", "step": 1}}},  # parent not analysed
+        "solo": {},
+    }
+    assert [root_of(n, metas) for n in metas] == ["A", "A", "A", "solo"]

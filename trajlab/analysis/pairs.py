@@ -104,19 +104,21 @@ def has_parent(meta: dict) -> bool:
 
 
 def root_of(name: str, metas: dict[str, dict]) -> str:
-    """Returns a run's lineage root: meta["lineage"]["root"], else its oldest known ancestor's id or name."""
+    """Returns a run's lineage root: its oldest analysed ancestor's root, else meta lineage root, id or name.
+
+    Walking up the analysed parents first keeps a fine-tune with only the older meta["parent"] (whose v1
+    lineage default names itself as root) in its base's family.
+    """
     seen = set()
     while name not in seen:
         seen.add(name)
         meta = metas[name]
-        root = (meta.get("lineage") or {}).get("root")
-        if root is not None:
-            return str(root)
         parent = parent_of(meta, metas)
         if parent is None:
-            return str(meta.get("id") or name)
+            root = (meta.get("lineage") or {}).get("root")
+            return str(root if root is not None else meta.get("id") or name)
         name = parent[0]
-    return str(name)  # a cycle: treat the run as its own root
+    return str(name)  # a cycle: the run stands for its own family
 
 
 def mean_tokens(meta: dict, n_texts: int) -> float | None:
