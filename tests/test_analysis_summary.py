@@ -250,3 +250,30 @@ def test_bad_inputs_write_nothing(stores, tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         ta.analyze(stores[2:], tmp_path / "file")
     assert (tmp_path / "file").read_text() == "keep me"
+
+
+class LayersEvery:
+    """A store whose lens layers were scored at every other snapshot only (the store's full_layer_steps API)."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def full_layer_steps(self) -> np.ndarray:
+        return self._store.steps[::2]
+
+    def loglik_all(self, steps=None) -> np.ndarray:
+        rows = np.searchsorted(self._store.steps, steps)
+        return self._store.loglik_all()[rows]
+
+
+def test_threads_use_the_snapshots_holding_every_layer(stores, tmp_path):
+    summary = ta.analyze([LayersEvery(stores[0])], tmp_path / "le", tsne=False, spiral_n_null=20)
+    lt = summary["runs"]["base"]["layer_threads"]
+    assert lt["steps"] == stores[0].steps[::2].tolist()
+    layers = stores[0].loglik_all()[::2]
+    adjacent = [[direct_kl(s[la], s[la + 1]) for la in range(3)] for s in layers]
+    np.testing.assert_allclose(lt["adjacent_kl"], adjacent, rtol=1e-9)
+    assert any("10 of 20 snapshots" in n for n in summary["runs"]["base"]["notes"])

@@ -21,7 +21,13 @@ from trajlab.analysis.maps import classical_mds, embed
 from trajlab.analysis.pairs import domain_split, fixed_lag_pairs
 from trajlab.analysis.spiral import fit_center, spiral_stats, winding
 from trajlab.analysis.summary import analyze
-from trajlab.analysis.tables import Trajectory, comparison_pairs, comparison_table, finetune_vs_base, lineage_pairs
+from trajlab.analysis.tables import (
+    Trajectory,
+    comparison_pairs,
+    comparison_table,
+    finetune_vs_base,
+    lineage_pairs,
+)
 from trajlab.analysis.threads import layer_map, layer_threads
 
 __all__ = [

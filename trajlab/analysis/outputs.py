@@ -70,7 +70,7 @@ def _write_figures(out: Path, summary: dict, arrays: dict, names: list[str], win
             figs.append(
                 (
                     f"threads_{stem}.png",
-                    threads_figure(lt["coords"], rec["steps"], lt["per_layer"], units, name),
+                    threads_figure(lt["coords"], lt["steps"], lt["per_layer"], units, name),
                 )
             )
         panels = [
@@ -151,9 +151,11 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
             )
         spiral_rows += [[name, m, *(v["spiral"][key] for key in SPIRAL_KEYS)] for m, v in rec["maps"].items()]
         if rec["layer_threads"] is not None:
-            adj = rec["layer_threads"]["adjacent_kl"]
+            adj, layer_steps = rec["layer_threads"]["adjacent_kl"], rec["layer_threads"]["steps"]
             layer_rows += [
-                [name, steps[i], la, adj[i, la]] for i in range(adj.shape[0]) for la in range(adj.shape[1])
+                [name, layer_steps[i], la, adj[i, la]]
+                for i in range(adj.shape[0])
+                for la in range(adj.shape[1])
             ]
         if rec["layer_threads"] is not None:
             t = rec["layer_threads"]["test"]

@@ -105,19 +105,37 @@ def _weight_space(store, window: int, notes: list[str], fit_kw: dict) -> dict | 
     return {"source": source, "steps": w_steps, "sq_dist": sq, "fits": fits}
 
 
-def _layer_ll(store, kept: np.ndarray, notes: list[str]) -> np.ndarray | None:
-    """Returns (K, L+1, N_kept) LL of every layer, or None (with a note) when not all layers are stored."""
+def _layer_ll(store, kept: np.ndarray, notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Returns (steps (K_f,), (K_f, L+1, N_kept) LL of every layer) of the snapshots holding every layer.
+
+    Stores that score lens layers only every few snapshots (store.full_layer_steps()) give those snapshots;
+    None (with a note) when no snapshot holds every layer or the model has fewer than 2 layers.
+    """
     if store.n_layers < 2:
         notes.append(f"layer threads: need n_layers >= 2, store has {store.n_layers}")
         return None
+    steps = np.asarray(store.steps, dtype=np.int64)
     try:
-        layers = [
-            np.asarray(store.loglik(layer=la), dtype=np.float64)[:, kept] for la in range(store.n_layers + 1)
-        ]
+        if hasattr(store, "full_layer_steps"):
+            steps = np.asarray(store.full_layer_steps(), dtype=np.int64)
+            if len(steps) == 0:
+                notes.append("layer threads: no snapshot holds every layer")
+                return None
+            layers = np.asarray(store.loglik_all(steps=steps), dtype=np.float64)[:, :, kept]
+        else:
+            layers = np.stack(
+                [
+                    np.asarray(store.loglik(layer=la), dtype=np.float64)[:, kept]
+                    for la in range(store.n_layers + 1)
+                ],
+                axis=1,
+            )
     except (KeyError, ValueError, IndexError) as e:
         notes.append(f"layer threads: not all layers stored ({e})")
         return None
-    return np.stack(layers, axis=1)
+    if len(steps) < len(store.steps):
+        notes.append(f"layer threads: the {len(steps)} of {len(store.steps)} snapshots that hold every layer")
+    return steps, layers
 
 
 def _fits_used(fits: np.ndarray, window: int, fit_kw: dict) -> dict:
@@ -177,9 +195,11 @@ def _store_summary(
         "exponent_order": None,
         "notes": notes,
     }
-    layers = _layer_ll(store, kept, notes)
-    if layers is not None:
+    full = _layer_ll(store, kept, notes)
+    if full is not None:
+        layer_steps, layers = full
         rec["layer_threads"] = {
+            "steps": layer_steps,
             **layer_threads(layers, n_bytes),
             "test": thread_test(layers, cfg.thread_n_null, cfg.seed, n_bytes),
             "coords": layer_map(layers, 2, n_bytes),
