@@ -204,10 +204,14 @@ def _comparison_section(summary: dict) -> str:
             row += [r[f"within_{key}"], r[f"between_{key}"]]
         body.append(row)
     o = summary["options"]
+    if o["at_steps"] is None:
+        consecutive = (f"a lag of the smallest recorded spacing ≥ {o['lag_fraction']:.3%} of max_steps, at the first "
+                       "snapshot at or after " + ", ".join(f"{f:.1%}" for f in o["target_fractions"])
+                       + " of max_steps, after warm-up")
+    else:
+        consecutive = "the given steps " + ", ".join(map(str, o["at_steps"])) + " and the next snapshot"
     return ("<h3>KL table (cf. the paper's Table 1)</h3>"
-            f"<p>Consecutive pairs: a lag of the smallest recorded spacing ≥ {o['lag_fraction']:.3%} of max_steps, "
-            "at the first snapshot at or after " + ", ".join(f"{f:.1%}" for f in o["target_fractions"])
-            + " of max_steps, after warm-up. KL per token uses the stores' recorded token counts; pairs above "
+            f"<p>Consecutive pairs: {consecutive}. KL per token uses the stores' recorded token counts; pairs above "
             f"{o['max_nats_per_token']} nat/token are beyond the range where Var/2 was checked against the exact KL."
             "</p>" + _table(header, body))
 
