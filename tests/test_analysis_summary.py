@@ -151,10 +151,11 @@ def test_per_store_numbers(result, stores):
     assert spiral["winding_turns"] == pytest.approx(test["winding_turns"]) and spiral["winding_turns"] >= 0
     assert spiral["p_value"] == test["p_value"] and spiral["null_q95"] == pytest.approx(test["null_q95"])
     # Brownian LL path: c ~ 1; ballistic weights: c ~ 2 (exact distances here, the sketch for seed2); no
-    # warm-up recorded: fits from every start with a full window of 10 lags (starts 1000..10000)
+    # warm-up recorded: 1% of the last step (200) is assumed; starts with a full window of 10 lags: 1000..10000
+    assert base["warmup_steps"] == 200 and not base["warmup_recorded"] and base["max_steps"] == 20000
     assert base["diffusion"]["ll"]["fits_used"] == {
         "window": 10,
-        "min_t0": None,
+        "min_t0": 200,
         "full_windows": True,
         "n": 10,
         "t0_first": 1000,
@@ -277,3 +278,8 @@ def test_threads_use_the_snapshots_holding_every_layer(stores, tmp_path):
     adjacent = [[direct_kl(s[la], s[la + 1]) for la in range(3)] for s in layers]
     np.testing.assert_allclose(lt["adjacent_kl"], adjacent, rtol=1e-9)
     assert any("10 of 20 snapshots" in n for n in summary["runs"]["base"]["notes"])
+
+
+def test_too_short_runs_say_why_they_have_no_exponent(result):
+    notes = result[0]["runs"]["ft"]["notes"]  # 3 snapshots: no start has a full window of 10
+    assert any("diffusion: no start at or after step 1 has a full window of 10" in n for n in notes)

@@ -243,3 +243,15 @@ def test_roots_follow_analysed_parents():
         "solo": {},
     }
     assert [root_of(n, metas) for n in metas] == ["A", "A", "A", "solo"]
+
+
+def test_schedule_stand_ins_when_meta_lacks_them():
+    from trajlab.analysis.pairs import resolve_schedule
+
+    steps = np.array([0, 1, 2, 3, 6, 13, 26, 51, *range(100, 601, 100)])  # the toy's pythia:0.1 schedule
+    assert resolve_schedule({"warmup_steps": 60, "max_steps": 600}, steps, 0.01)["notes"] == []
+    sched = resolve_schedule({}, steps, 0.1)  # 10% of the last step assumed as warm-up
+    assert (sched["max_steps"], sched["warmup_steps"], len(sched["notes"])) == (600, 60, 2)
+    # after a 60-step warm-up the neighbouring spacings are 100: lag 100 (>= 4), pairs at 42, 210, 420 of 600
+    out = ta.fixed_lag_pairs(steps, 600, 60, 1000 / 143000, (10 / 143, 50 / 143, 100 / 143))
+    assert out["lag"] == 100 and [p[1:] for p in out["pairs"]] == [(100, 200), (300, 400), (500, 600)]

@@ -129,6 +129,10 @@ def _interval(x, lo, hi) -> str:
     return f"{_fmt(x)} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
+def _recorded(value, recorded: bool) -> str:
+    return _fmt(value) if recorded else f"{_fmt(value)} (assumed)"
+
+
 def _notes(notes: list[str]) -> str:
     return "<ul class=notes>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>" if notes else ""
 
@@ -139,8 +143,9 @@ def _run_section(rec: dict, units: str, level: float) -> str:
     parts = [f"<h3>{html.escape(rec['run'])}</h3>",
              _table(["snapshots", "first step", "last step", "warm-up steps", "max steps",
                      f"consecutive KL first ({units})", f"consecutive KL last ({units})", f"KL first→last ({units})"],
-                    [[len(rec["steps"]), rec["steps"][0], rec["steps"][-1], rec.get("warmup_steps"),
-                      rec.get("max_steps"), ck[0] if ck else None, ck[-1] if ck else None, rec["kl_to_first"][-1]]])]
+                    [[len(rec["steps"]), rec["steps"][0], rec["steps"][-1],
+                      _recorded(rec.get("warmup_steps"), rec.get("warmup_recorded", True)),
+                      _recorded(rec.get("max_steps"), rec.get("max_steps_recorded", True)), ck[0] if ck else None, ck[-1] if ck else None, rec["kl_to_first"][-1]]])]
     if rec.get("kl_to_parent"):
         tp = rec["kl_to_parent"]
         parts.append(f"<p>KL to the parent snapshot {html.escape(tp['parent'])}@{tp['step']}: first snapshot "

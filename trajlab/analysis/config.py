@@ -24,6 +24,8 @@ class AnalysisConfig:
     """Drop this fraction of texts with the largest consecutive-snapshot jumps (paper: 0.03); None: none."""
     jumps_after_warmup: bool = True
     """Rank jumps over each run's snapshots at steps >= its warmup_steps only (the paper's choice)."""
+    assumed_warmup_fraction: float = 0.01
+    """Warm-up assumed for stores that do not record warmup_steps, as a fraction of max_steps (Pythia: 1%)."""
     window: int = 10
     """Snapshots after each start point in a diffusion fit (paper: 10)."""
     fits_after_warmup: bool = True
@@ -69,6 +71,10 @@ class AnalysisConfig:
         for name, (value, least) in counts.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"analysis option {name} must be an integer >= {least}, got {value!r}")
+        if not 0 <= self.assumed_warmup_fraction < 1:
+            raise ValueError(
+                f"assumed_warmup_fraction must be in [0, 1), got {self.assumed_warmup_fraction!r}"
+            )
         if not 0 < self.level < 1:
             raise ValueError(f"analysis option level must be in (0, 1), got {self.level!r}")
         if not 0 < self.lag_fraction < 1 or not all(0 <= f <= 1 for f in self.target_fractions):

@@ -23,8 +23,8 @@ def fixed_lag_pairs(
 ) -> dict:
     """Returns the paper's consecutive-checkpoint pairs of a run: a fixed lag at fixed fractions of training.
 
-    lag = the smallest spacing between two recorded steps (both >= warmup_steps) that is >= lag_fraction *
-    max_steps (rounded to a step; Pythia: 1000 of 143,000). For each target fraction f: the first snapshot at
+    lag = the smallest spacing between neighbouring recorded steps (both >= warmup_steps) that is >=
+    lag_fraction * max_steps (rounded to a step; Pythia: 1000 of 143,000). For each target fraction f: the first snapshot at
     or after round(f * max_steps), at or after warmup_steps, with a partner exactly one lag later. Targets
     without such a snapshot are skipped with a note.
 
@@ -55,12 +55,13 @@ def fixed_lag_pairs(
         "warmup_steps": int(warmup_steps),
         "notes": notes,
     }
-    j = np.searchsorted(post, post + threshold)  # first partner at least `threshold` later
-    ok = j < len(post)
-    if not ok.any():
-        notes.append(f"no two snapshots after warm-up are >= {threshold} steps apart: no consecutive pairs")
+    spacing = np.diff(post)  # between neighbouring recorded snapshots after warm-up
+    if not (spacing >= threshold).any():
+        notes.append(
+            f"no neighbouring snapshots after warm-up are >= {threshold} steps apart: no consecutive pairs"
+        )
         return out
-    lag = int((post[j[ok]] - post[ok]).min())
+    lag = int(spacing[spacing >= threshold].min())
     out["lag"] = lag
     have_partner = post[np.isin(post + lag, post)]
     for f in target_fractions:
@@ -78,6 +79,26 @@ def fixed_lag_pairs(
             continue
         out["pairs"].append(pair)
     return out
+
+
+def resolve_schedule(meta: dict, steps: np.ndarray, assumed_warmup_fraction: float) -> dict:
+    """Returns a run's max_steps and warmup_steps: from meta, else stand-ins, with a note for each stand-in.
+
+    max_steps unknown: the last recorded step. warmup_steps unknown: round(assumed_warmup_fraction *
+    max_steps) (AnalysisConfig default 0.01, Pythia's 1,430 of 143,000).
+    """
+    notes = []
+    max_steps = meta.get("max_steps")
+    if max_steps is None:
+        max_steps = int(steps[-1]) if len(steps) else 0
+        notes.append(f"max_steps unknown: the last recorded step {max_steps} stands in")
+    warmup = meta.get("warmup_steps")
+    if warmup is None:
+        warmup = round(assumed_warmup_fraction * max_steps)
+        notes.append(
+            f"warmup_steps unknown: {assumed_warmup_fraction:.1%} of max_steps ({warmup} steps) is assumed"
+        )
+    return {"max_steps": int(max_steps), "warmup_steps": int(warmup), "notes": notes}
 
 
 def parent_of(meta: dict, others: dict[str, dict]) -> tuple[str, int] | None:

@@ -19,7 +19,7 @@ from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, su
 from trajlab.analysis.kl import kl_matrix, kl_paired, kl_unit_factor, prepare
 from trajlab.analysis.maps import embed
 from trajlab.analysis.outputs import write_summary
-from trajlab.analysis.pairs import mean_tokens, root_of
+from trajlab.analysis.pairs import mean_tokens, resolve_schedule, root_of
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base, lineage_pairs
 from trajlab.analysis.threads import layer_map, layer_threads
 
@@ -81,9 +81,8 @@ def _domains(stores: list, kept: np.ndarray) -> list[str] | None:
     return None
 
 
-def _warmup(meta: dict) -> int | None:
-    w = meta.get("warmup_steps")
-    return None if w is None else int(w)
+def _warmup(store, cfg: AnalysisConfig) -> dict:
+    return resolve_schedule(store.meta, np.asarray(store.steps), cfg.assumed_warmup_fraction)
 
 
 def _weight_space(store, window: int, notes: list[str], fit_kw: dict) -> dict | None:
@@ -171,9 +170,10 @@ def _store_summary(
     steps = np.asarray(store.steps, dtype=np.int64)
     meta = store.meta
     notes: list[str] = []
-    warmup = _warmup(meta)
-    if warmup is None and (cfg.fits_after_warmup or cfg.jumps_after_warmup):
-        notes.append("warmup_steps not recorded: no snapshot is treated as warm-up")
+    sched = _warmup(store, cfg)
+    warmup = sched["warmup_steps"]
+    if meta.get("warmup_steps") is None and (cfg.fits_after_warmup or cfg.jumps_after_warmup):
+        notes.append(f"warmup_steps not recorded: the first {warmup} steps are assumed to be warm-up")
     fit_kw = {"min_t0": warmup if cfg.fits_after_warmup else None, "full_window": cfg.full_windows}
     kl, se = kl_matrix(ll, n_bytes, return_se=True)
     rec = {
@@ -182,7 +182,9 @@ def _store_summary(
         "meta": meta,
         "steps": steps,
         "warmup_steps": warmup,
-        "max_steps": meta.get("max_steps"),
+        "warmup_recorded": meta.get("warmup_steps") is not None,
+        "max_steps": sched["max_steps"],
+        "max_steps_recorded": meta.get("max_steps") is not None,
         "kl_matrix": kl,
         "kl_se": se,
         "consecutive_kl": np.diagonal(kl, 1),
@@ -205,6 +207,13 @@ def _store_summary(
             "coords": layer_map(layers, 2, n_bytes),
         }
     ll_fits = diffusion_exponents(kl, steps, cfg.window, **fit_kw)
+    if len(ll_fits) == 0:
+        after = int(np.count_nonzero(steps >= (fit_kw["min_t0"] or 0)))
+        notes.append(
+            f"diffusion: no start at or after step {fit_kw['min_t0']} has "
+            f"{'a full window of ' if cfg.full_windows else 'at least 3 of '}{cfg.window} later snapshots "
+            f"({after} snapshots after warm-up); record more snapshots or lower the window"
+        )
     rec["diffusion"]["ll"] = {
         "source": "kl_matrix",
         "fits": ll_fits,
@@ -355,7 +364,7 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
     metas = [s.meta for s in stores]
     jump_rows = None
     if cfg.jumps_after_warmup:
-        jump_rows = [np.asarray(s.steps) >= (_warmup(m) or 0) for s, m in zip(stores, metas, strict=True)]
+        jump_rows = [np.asarray(s.steps) >= _warmup(s, cfg)["warmup_steps"] for s in stores]
     lls, kept_bytes, kept = prepare(
         lls,
         all_bytes,

@@ -11,7 +11,14 @@ import numpy as np
 from trajlab.analysis.bootstrap import bootstrap_kl, bootstrap_order
 from trajlab.analysis.config import AnalysisConfig
 from trajlab.analysis.kl import as_ll, kl_paired, kl_unit_factor
-from trajlab.analysis.pairs import domain_split, fixed_lag_pairs, has_parent, mean_tokens, parent_of
+from trajlab.analysis.pairs import (
+    domain_split,
+    fixed_lag_pairs,
+    has_parent,
+    mean_tokens,
+    parent_of,
+    resolve_schedule,
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,8 @@ def comparison_pairs(
 
     Kinds:
       consecutive: within each trajectory, the paper's fixed-lag pairs after warm-up (fixed_lag_pairs with the
-          run's meta warmup_steps / max_steps and config's lag_fraction / target_fractions); with at_steps,
+          run's meta warmup_steps / max_steps, resolve_schedule's stand-ins when missing, and config's
+          lag_fraction / target_fractions); with at_steps,
           each listed step (that has a next snapshot) vs the next snapshot instead.
       seed: runs of the same size (meta "size" or "preset") with different meta "seed", at their last common
           step.
@@ -93,14 +101,11 @@ def comparison_pairs(
     out = []
     for t in trajectories:
         if at_steps is None:
+            sched = resolve_schedule(t.meta, t.steps, cfg.assumed_warmup_fraction)
             fl = fixed_lag_pairs(
-                t.steps,
-                t.meta.get("max_steps"),
-                t.meta.get("warmup_steps"),
-                cfg.lag_fraction,
-                cfg.target_fractions,
+                t.steps, sched["max_steps"], sched["warmup_steps"], cfg.lag_fraction, cfg.target_fractions
             )
-            notes += [f"{t.name}: {n}" for n in fl["notes"]]
+            notes += [f"{t.name}: {n}" for n in sched["notes"] + fl["notes"]]
             out += [("consecutive", t, sa, t, sb) for _, sa, sb in fl["pairs"]]
         else:
             idx = [int(i) for s in at_steps for i in np.flatnonzero(t.steps[:-1] == s)]
