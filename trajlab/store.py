@@ -17,9 +17,9 @@ Layout (readable with numpy and the standard library alone)::
     <store>/probe.json      ProbeSet.to_dict() + "name", "fingerprint", "texts": [N str], "n_bytes": [N int],
                             optional "domains": [N str]
     <store>/manifest.jsonl  one JSON object per line, in step order:
-        {"type": "snapshot", "step", "layers": [layer of each LL row: all L + 1, or some, e.g. [L]], "files": {"ll": {"name", "sha256",
-         "size"}, optional "sketch" and "weights" alike}, optional "sq_dists": {"<earlier step>": float},
-         "source", "info": {...}, "probe_fingerprint", "time"}
+        {"type": "snapshot", "step", "layers": [layer of each LL row: all L + 1, or some, e.g. [L]],
+         "files": {"ll": {"name", "sha256", "size"}, optional "sketch" and "weights" alike}, optional
+         "sq_dists": {"<earlier step>": float}, "source", "info": {...}, "probe_fingerprint", "time"}
         {"type": "note", "kind", "payload", "time"}          (e.g. duplicates found by an importer)
     <store>/snapshots/step_00001000.ll.npy      (R, N) float64 summed log-likelihoods in nats; row r is layer
                                                 layers[r] (0 = embeddings, L = the model's own logits)
@@ -136,8 +136,8 @@ class TrajectoryStore(SnapshotWriter):
         meta = read_meta(raw, root)
         if writable and meta["format_version"] != FORMAT_VERSION:
             raise ValueError(
-                f"{root} is a format-{meta['format_version']} store (written before trajlab recorded how rows "
-                "were scored); it opens read-only: write new snapshots to a new store"
+                f"{root} is a format-{meta['format_version']} store (written before trajlab recorded how "
+                "rows were scored); it opens read-only: write new snapshots to a new store"
             )
         probe = read_json(root / "probe.json")
         lock_fd = lock_writer(root) if writable else None
@@ -177,8 +177,8 @@ class TrajectoryStore(SnapshotWriter):
     ) -> TrajectoryStore:
         """Reopen a store to append (resume) or create it; existing files are never rewritten.
 
-        A reopened store must match the probe, n_layers, tokenizer and (when `meta` has one) the scoring block;
-        the stored meta is kept (the given id, lineage, warm-up and max steps are not written).
+        A reopened store must match the probe, n_layers, tokenizer and (when `meta` has one) the scoring
+        block; the stored meta is kept (the given id, lineage, warm-up and max steps are not written).
         """
         root = Path(path)
         if not (root / "meta.json").is_file():
@@ -229,7 +229,9 @@ class TrajectoryStore(SnapshotWriter):
     def probe(self) -> StoredProbe:
         p = self._probe
         domains = tuple(p["domains"]) if p.get("domains") is not None else None
-        return StoredProbe(p["name"], p["fingerprint"], list(p["texts"]), self.n_bytes, copy.deepcopy(p), domains)
+        return StoredProbe(
+            p["name"], p["fingerprint"], list(p["texts"]), self.n_bytes, copy.deepcopy(p), domains
+        )
 
     def mismatch(self, probe_fingerprint=None, n_layers=None, tokenizer=None, scoring=None) -> str | None:
         """Why snapshots with these settings (None: not checked) cannot be appended here, or None."""
@@ -269,8 +271,8 @@ class TrajectoryStore(SnapshotWriter):
     # ---- log-likelihoods ----
 
     def full_layer_steps(self) -> np.ndarray:
-        """(K_f,) int64 steps whose snapshot holds every layer 0..n_layers: all steps, unless the writer scored
-        some at the last layer only (``TrajectoryCallback(layers_every=k)``, ``layers="last"``)."""
+        """(K_f,) int64 steps whose snapshot holds every layer 0..n_layers: all steps, unless the writer
+        scored some at the last layer only (``TrajectoryCallback(layers_every=k)``, ``layers="last"``)."""
         every = set(range(self.n_layers + 1))
         return np.array([r["step"] for r in self._snaps if every <= set(r["layers"])], dtype=np.int64)
 
@@ -287,7 +289,8 @@ class TrajectoryStore(SnapshotWriter):
 
     def loglik_all(self, steps: Sequence[int] | None = None) -> np.ndarray:
         """(K, n_layers + 1, N) float64 log-likelihoods of every layer (for layer threads) of every step, or
-        of the given `steps`; ``loglik_all(store.full_layer_steps())`` reads exactly the snapshots holding them."""
+        of the given `steps`; ``loglik_all(store.full_layer_steps())`` reads exactly the snapshots holding
+        them."""
         layers = list(range(self.n_layers + 1))
         return self._ll_rows(layers, self._snaps if steps is None else self._records(steps))
 
@@ -304,8 +307,8 @@ class TrajectoryStore(SnapshotWriter):
             held = len(self.full_layer_steps())
             raise ValueError(
                 f"layer(s) {layers if len(layers) < 4 else 'all'} not stored for steps {missing[:5]} of "
-                f"{self.path} ({len(missing)} of {len(recs)}); {held} steps hold every layer: read those with "
-                "steps=store.full_layer_steps(); loglik(-1) serves every step"
+                f"{self.path} ({len(missing)} of {len(recs)}); {held} steps hold every layer: read those "
+                "with steps=store.full_layer_steps(); loglik(-1) serves every step"
             )
         out = np.empty((len(recs), len(layers), self.n_texts))  # (K, R, N)
         for i, r in enumerate(recs):
@@ -365,6 +368,7 @@ class TrajectoryStore(SnapshotWriter):
         from safetensors.numpy import load_file
 
         return load_file(self._file(rec, "weights"))
+
 
 def _has_weights(rec: dict) -> bool:
     return "sq_dists" in rec or "sketch" in rec["files"] or "weights" in rec["files"]

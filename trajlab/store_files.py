@@ -318,6 +318,7 @@ def probe_record(probe) -> dict:
     record = {**probe.to_dict(), "name": str(probe.name), "fingerprint": probe.fingerprint}
     domains = record.get("domains")
     if domains is not None and (len(domains) != len(texts) or not all(isinstance(d, str) for d in domains)):
-        raise ValueError(f"probe domains must be {len(texts)} strings (one per text), got {len(domains)} values")
+        raise ValueError(
+            f"probe domains must be {len(texts)} strings (one per text), got {len(domains)} values"
+        )
     return record | {"texts": texts, "n_bytes": n_bytes}
-

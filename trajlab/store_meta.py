@@ -1,4 +1,4 @@
-"""A store's meta.json: the schema (format version 2), version-1 defaults, lineage, and comparability of scorings.
+"""A store's meta.json: the schema (format version 2), version-1 defaults, lineage, comparability of scorings.
 
 `META_SCHEMA` and `SCORING_SCHEMA` below are the one written-down description of every key; `new_meta` builds
 the meta of a new store from them and `read_meta` fills a stored one, so `TrajectoryStore.meta` always holds
@@ -6,10 +6,11 @@ every key of `META_SCHEMA` whichever version wrote it.
 
 Version 1 (stores written before scoring, lineage and schedule keys existed) reads with these defaults:
 ``scoring`` = {"long_texts": "truncate", other keys null} (version-1 code truncated long texts at the
-context), ``warmup_steps`` and ``max_steps`` null, ``id`` = "v1-" + the first 32 hex digits of sha256(meta.json)
-(stable: the file never changes), ``lineage`` from the old ``parent`` {"run", "step", "store"} when that folder
-still holds a store (its id and root, the old step), else the store's own root. Version-1 stores open read-only:
-appending would add rows scored another way (whole texts) under meta that says "truncate".
+context), ``warmup_steps`` and ``max_steps`` null, ``id`` = "v1-" + the first 32 hex digits of
+sha256(meta.json) (stable: the file never changes), ``lineage`` from the old ``parent`` {"run", "step",
+"store"} when that folder still holds a store (its id and root, the old step), else the store's own root.
+Version-1 stores open read-only: appending would add rows scored another way (whole texts) under meta that
+says "truncate"; write new snapshots to a new store.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ META_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
 
 # meta["scoring"]: trajlab.lens.ScoreInfo.scoring(); all null = not recorded (a store created without it).
 SCORING_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
-    "long_texts": ((str, _NONE), f"{' / '.join(LONG_TEXTS)}: what was done with texts longer than the window"),
+    "long_texts": (
+        (str, _NONE),
+        f"{' / '.join(LONG_TEXTS)}: what was done with texts longer than the window",
+    ),
     "stride": ((int, _NONE), "sliding-window stride S in tokens (rolling)"),
     "window": ((int, _NONE), "window C in tokens: the model's context or max_length"),
     "n_tokens": ((list, _NONE), "[N ints] scored tokens per text (T - 1 when whole texts are scored)"),
@@ -68,10 +72,15 @@ def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join("null" if t is _NONE else t.__name__ for t in types)
 
 
+def typed(value, types: tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is no int (JSON true is not a step count)."""
+    return not isinstance(value, bool) and isinstance(value, types)
+
+
 def _check_types(block: Mapping, schema: Mapping, where: str) -> None:
     for key, (types, _) in schema.items():
         value = block.get(key)
-        if isinstance(value, bool) or not isinstance(value, types):
+        if not typed(value, types):
             raise ValueError(f"{where}[{key!r}] must be {_type_names(types)}, got {value!r}")
 
 
@@ -84,17 +93,18 @@ def _checked_scoring(scoring, n_texts: int) -> dict:
     out = {k: scoring.get(k) for k in SCORING_SCHEMA}
     _check_types(out, SCORING_SCHEMA, 'meta["scoring"]')
     if out["long_texts"] not in (*LONG_TEXTS, None):
-        raise ValueError(f'meta["scoring"]["long_texts"] must be one of {LONG_TEXTS}, got {out["long_texts"]!r}')
+        raise ValueError(
+            f'meta["scoring"]["long_texts"] must be one of {LONG_TEXTS}, got {out["long_texts"]!r}'
+        )
     for key in ("stride", "window"):
         if out[key] is not None and out[key] < 1:
             raise ValueError(f'meta["scoring"][{key!r}] must be >= 1 tokens, got {out[key]}')
     n_tok = out["n_tokens"]
-    if n_tok is not None:
-        if len(n_tok) != n_texts or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in n_tok):
-            raise ValueError(
-                f'meta["scoring"]["n_tokens"] must list {n_texts} non-negative ints (one per probe text), '
-                f"got {len(n_tok)} values"
-            )
+    if n_tok is not None and (len(n_tok) != n_texts or not all(typed(n, (int,)) and n >= 0 for n in n_tok)):
+        raise ValueError(
+            f'meta["scoring"]["n_tokens"] must list {n_texts} non-negative ints (one per probe text), '
+            f"got {len(n_tok)} values"
+        )
     return out
 
 
@@ -122,14 +132,18 @@ def _checked_lineage(lineage, own_id: str) -> dict:
             f'meta["lineage"] must be {{"root": str, "parent": {{"id": str, "step": int >= 0}} or null}}, '
             f"got {lineage!r}"
         )
-    return {"root": lineage["root"], "parent": None if parent is None else {"id": parent["id"], "step": parent["step"]}}
+    return {
+        "root": lineage["root"],
+        "parent": None if parent is None else {"id": parent["id"], "step": parent["step"]},
+    }
 
 
 def new_meta(meta: Mapping, n_texts: int, probe_fingerprint: str, n_layers: int) -> dict:
     """The meta.json of a new store: the writer's `meta` checked against META_SCHEMA, defaults filled in.
 
     Raises:
-        ValueError: a missing writer key, a key of the wrong type, or a fixed key that disagrees with the store.
+        ValueError: a missing writer key, a key of the wrong type, or a fixed key that disagrees with the
+            store.
     """
     if not isinstance(meta, Mapping) or (missing := [k for k in REQUIRED_META if k not in meta]):
         raise ValueError(f"meta must be a dict with keys {list(REQUIRED_META)}; missing {missing}")
@@ -145,7 +159,9 @@ def new_meta(meta: Mapping, n_texts: int, probe_fingerprint: str, n_layers: int)
         "probe_fingerprint": probe_fingerprint,
         "trajlab_version": __version__,
     }
-    if clash := [k for k in ("n_layers", "n_texts", "probe_fingerprint") if k in meta and meta[k] != fixed[k]]:
+    if clash := [
+        k for k in ("n_layers", "n_texts", "probe_fingerprint") if k in meta and meta[k] != fixed[k]
+    ]:
         raise ValueError(f"meta{clash} disagrees with the probe / n_layers given")
     own_id = meta.get("id") or uuid.uuid4().hex
     out = {
@@ -187,7 +203,11 @@ def read_meta(raw: bytes, root: Path, depth: int = 0) -> dict:
         meta = json.loads(raw)
     except ValueError as e:
         raise ValueError(f"{root}/meta.json is corrupted ({e}); the store cannot be opened") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") not in READABLE_VERSIONS:
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != FORMAT
+        or meta.get("format_version") not in READABLE_VERSIONS
+    ):
         version = meta.get("format_version") if isinstance(meta, dict) else None
         raise ValueError(
             f"{root}/meta.json is not a {FORMAT} store of a version this trajlab reads "
@@ -199,7 +219,9 @@ def read_meta(raw: bytes, root: Path, depth: int = 0) -> dict:
     meta.setdefault("lineage", {"root": meta["id"], "parent": None})
     meta.setdefault("warmup_steps", None)
     meta.setdefault("max_steps", None)
-    meta.setdefault("scoring", dict(V1_SCORING) if meta["format_version"] == 1 else dict.fromkeys(SCORING_SCHEMA))
+    meta.setdefault(
+        "scoring", dict(V1_SCORING) if meta["format_version"] == 1 else dict.fromkeys(SCORING_SCHEMA)
+    )
     return meta
 
 
@@ -207,7 +229,11 @@ def _v1_lineage(parent, own_id: str, depth: int) -> dict:
     """Lineage of a version-1 store from its old meta["parent"] {"run", "step", "store"}: the parent store's
     id and root when that folder still holds a readable store, else the store's own root."""
     own = {"root": own_id, "parent": None}
-    if not isinstance(parent, Mapping) or not isinstance(parent.get("step"), int) or depth >= _V1_PARENT_DEPTH:
+    if (
+        not isinstance(parent, Mapping)
+        or not isinstance(parent.get("step"), int)
+        or depth >= _V1_PARENT_DEPTH
+    ):
         return own
     path = Path(str(parent.get("store", "")))
     try:
@@ -238,11 +264,12 @@ def child_lineage(parent_meta: Mapping, parent_steps: Iterable[int], step: int |
 def check_comparable(stores: Iterable) -> None:
     """Refuse or warn before rows of one probe from differently scored stores are compared.
 
-    `stores`: TrajectoryStore objects, or (label, meta) pairs for a store still to be written. Among those that
-    share a probe fingerprint, a mix of long_texts "truncate" (part of each long text scored) with "rolling" or
-    "error" (whole texts) is refused: the KL between them would mix the change of the model with the change of
-    the scored span. A different stride, window or lens dtype warns (same spans, slightly different numbers);
-    a different tokenizer is what bits/byte is for and passes silently. Unrecorded (null) settings pass.
+    `stores`: TrajectoryStore objects, or (label, meta) pairs for a store still to be written. Among those
+    that share a probe fingerprint, a mix of long_texts "truncate" (part of each long text scored) with
+    "rolling" or "error" (whole texts) is refused: the KL between them would mix the change of the model
+    with the change of the scored span. A different stride (among rolling stores), window or lens dtype warns
+    (same spans, slightly different numbers); a different tokenizer is what bits/byte is for and passes
+    silently. Unrecorded (null) settings pass.
 
     Raises:
         ValueError: truncated and whole-text rows of one probe, in one line naming both stores.
@@ -257,9 +284,9 @@ def check_comparable(stores: Iterable) -> None:
         whole = next(((n, s) for n, s in group if s.get("long_texts") in ("rolling", "error")), None)
         if cut and whole:
             raise ValueError(
-                f"cannot compare {cut[0]} (long_texts='truncate': long texts cut at the window) with {whole[0]} "
-                f"(long_texts={whole[1]['long_texts']!r}: whole texts) on one probe; rescore one of them with "
-                "the other's long_texts"
+                f"cannot compare {cut[0]} (long_texts='truncate': long texts cut at the window) with "
+                f"{whole[0]} (long_texts={whole[1]['long_texts']!r}: whole texts) on one probe; rescore one "
+                "of them with the other's long_texts"
             )
         rolling = [(n, s) for n, s in group if s.get("long_texts") == "rolling"]
         for key, members in (("stride", rolling), ("window", group), ("lens_dtype", group)):
@@ -268,6 +295,7 @@ def check_comparable(stores: Iterable) -> None:
                 differing.append(f"{key} " + ", ".join(f"{v} ({n})" for n, v in values.items()))
     if differing:
         warnings.warn(
-            "stores scored with different settings (comparable, numbers shift slightly): " + "; ".join(differing),
+            "stores scored with different settings (comparable, numbers shift slightly): "
+            + "; ".join(differing),
             stacklevel=2,
         )
