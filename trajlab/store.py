@@ -162,10 +162,10 @@ class TrajectoryStore(SnapshotWriter):
         (root / "snapshots").mkdir(parents=True, exist_ok=True)
         lock_fd = lock_writer(root)
         try:
-            write_atomic(root / "probe.json", lambda tmp: Path(tmp).write_bytes(probe_bytes))
-            write_atomic(root / "manifest.jsonl", lambda tmp: Path(tmp).write_bytes(b""))
+            write_atomic(root / "probe.json", probe_bytes)
+            write_atomic(root / "manifest.jsonl", b"")
             # meta.json last: its presence marks a complete store
-            write_atomic(root / "meta.json", lambda tmp: Path(tmp).write_bytes(meta_bytes))
+            write_atomic(root / "meta.json", meta_bytes)
             return cls(root, full_meta, probe_rec, [], lock_fd)
         except BaseException:
             os.close(lock_fd)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trajlab import _io
+
 
 def json_bytes(obj, what: str) -> bytes:
     try:
@@ -33,23 +35,9 @@ def read_json(path: Path) -> dict:
         raise ValueError(f"{path} is missing or corrupted ({e}); the store cannot be opened") from None
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> dict:
-    """Write a file via `write(temp_path)`, fsync, rename into place; returns its manifest record."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(str(tmp))
-    with open(tmp, "rb") as f:
-        sha = hashlib.file_digest(f, "sha256").hexdigest()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+def write_atomic(path: Path, data: bytes | Callable[[str], None]) -> dict:
+    """Write a file crash-safely (trajlab._io.write_atomic, durable); returns its manifest record."""
+    sha = _io.write_atomic(path, data, durable=True, sha256=True)
     return {
         "name": path.relative_to(path.parent.parent).as_posix(),
         "sha256": sha,
