@@ -183,7 +183,8 @@ def new_meta(meta: Mapping, n_texts: int, probe_fingerprint: str, n_layers: int)
 def settings_mismatch(
     meta: Mapping, probe_fingerprint=None, n_layers=None, tokenizer=None, scoring: Mapping | None = None
 ) -> str | None:
-    """Why snapshots with these settings (None: not checked) cannot join a store with `meta`, or None."""
+    """Why snapshots with these settings (None: not checked) cannot join a store with `meta`, or None. A
+    scoring key the store did not record (null) is not checked either."""
     checks = [
         ("probe fingerprint", probe_fingerprint, meta["probe_fingerprint"]),
         ("n_layers", n_layers, meta["n_layers"]),
@@ -191,7 +192,7 @@ def settings_mismatch(
         *((f"scoring {k}", (scoring or {}).get(k), meta["scoring"][k]) for k in SCORING_SCHEMA),
     ]
     for what, given, stored in checks:
-        if given is not None and given != stored:
+        if given is not None and stored is not None and given != stored:
             given, stored = (f"({len(x)} values)" if isinstance(x, list) else x for x in (given, stored))
             return f"{what} {given} differs from the store's {stored}"
     return None
