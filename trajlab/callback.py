@@ -48,6 +48,8 @@ from trajlab.lens import score_model
 from trajlab.probe import ProbeSet
 from trajlab.recording import (
     Writer,
+    check_settings,
+    on_rank_zero,
     parent_lineage,
     resolve_probe,
     scores_across_ranks,
@@ -67,7 +69,6 @@ SETTINGS = (
     "probe", "n_texts", "schedule", "layers", "weights", "final", "full_every", "sketch_k", "window",
     "long_texts", "stride", "lens_dtype", "layers_every", "parent",
 )  # fmt: skip
-LONG_TEXTS = ("rolling", "truncate", "error")
 
 
 class TrajectoryCallback(L.Callback):
@@ -139,25 +140,18 @@ class TrajectoryCallback(L.Callback):
         run_name: str | None = None,
         queue_size: int = 4,
     ):
-        if layers not in ("all", "last"):
-            raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
-        if long_texts not in LONG_TEXTS:
-            raise ValueError(f"long_texts must be one of {LONG_TEXTS}, got {long_texts!r}")
-        if isinstance(layers_every, bool) or not isinstance(layers_every, int) or layers_every < 1:
-            raise ValueError(
-                f"layers_every must be an int >= 1 (1: every layer at every snapshot), got {layers_every!r}"
-            )
-        if layers_every > 1 and layers == "last":
-            raise ValueError(
-                f"layers_every={layers_every} needs layers='all' (with 'last' no lens layer is scored)"
-            )
-        if weights not in ("sketch", "full", "none"):
-            raise ValueError(f"weights must be 'sketch', 'full' or 'none', got {weights!r}")
-        if min(full_every, window, batch_size, queue_size, n_texts or 2) < 1 or map_every < 0 or n_texts == 1:
-            raise ValueError(
-                "full_every, window, batch_size and queue_size must be >= 1, n_texts >= 2 (KL needs "
-                "two texts), map_every >= 0"
-            )
+        check_settings(
+            layers,
+            weights,
+            long_texts,
+            layers_every,
+            full_every,
+            window,
+            batch_size,
+            queue_size,
+            n_texts,
+            map_every,
+        )
         snapshot_steps(schedule, 1)  # a bad spec fails here, before training
         self.out_dir, self.probe, self.n_texts, self.schedule = out_dir, probe, n_texts, schedule
         self.layers, self.weights, self.tokenizer, self.model = layers, weights, tokenizer, model
@@ -226,7 +220,7 @@ class TrajectoryCallback(L.Callback):
             warnings.simplefilter("ignore")  # truncation warnings; the real snapshots report them
             one = self._probe.texts[:1]
             _, info = score_model(self._model, self._tok, one, "last", **self._score_opts(), return_info=True)
-        start_stored = self._on_rank_zero(
+        start_stored = on_rank_zero(
             trainer, "opening the store", self._open, trainer, pl_module, info.n_layers, order
         )
         if trainer.strategy.broadcast(start_stored):
@@ -336,7 +330,7 @@ class TrajectoryCallback(L.Callback):
         self._last_step = step
         ll, n_tokens = scored[:-1], [int(n) for n in scored[-1]]
         scoring = self._info.scoring() | {"n_tokens": n_tokens}
-        self._on_rank_zero(
+        on_rank_zero(
             trainer, f"recording step {step}", self._record, trainer, step, index, ll, score_s, scoring
         )
         self.timings["snapshots"] += 1
@@ -463,26 +457,8 @@ class TrajectoryCallback(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         t0 = time.perf_counter()  # the checkpoint may name only snapshots that are on disk
-        self._on_rank_zero(trainer, "writing snapshots", lambda: self._writer and self._writer.flush())
+        on_rank_zero(trainer, "writing snapshots", lambda: self._writer and self._writer.flush())
         self.timings["callback_s"] += time.perf_counter() - t0
-
-    @staticmethod
-    def _on_rank_zero(trainer: L.Trainer, what: str, fn, *args):
-        """fn(*args) on rank zero; its error is raised there and, under DDP, on every other rank as well (so
-        none waits in a collective for a rank that stopped). Returns fn's result (None elsewhere)."""
-        result, error = None, None
-        if trainer.is_global_zero:
-            try:
-                result = fn(*args)
-            except Exception as e:  # noqa: BLE001 - re-raised below
-                error = e
-        if trainer.world_size > 1:
-            failed = trainer.strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
-            if error is None and failed:
-                raise RuntimeError(f"TrajectoryCallback stopped: {what} failed on rank 0: {failed}")
-        if error is not None:
-            raise error
-        return result
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

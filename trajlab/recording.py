@@ -1,7 +1,7 @@
-"""The parts of TrajectoryCallback that need no Lightning: which probe a run scores and which store it continues
-(lineage), keeping the training state across a snapshot, assembling DDP shares of the scores, the store's meta,
-the numbers and map logged per snapshot (from trajlab.analysis, the one KL estimate), and the background thread
-that writes to the store."""
+"""The parts of TrajectoryCallback that need no Lightning: its settings checks, which probe a run scores and which
+store it continues (lineage), keeping the training state across a snapshot, running on rank zero and assembling
+DDP shares of the scores, the store's meta, the numbers and map logged per snapshot (from trajlab.analysis, the
+one KL estimate), and the background thread that writes to the store."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from trajlab.analysis import embed, kl_paired
 from trajlab.analysis.figures import map_figure
 from trajlab.probe import ProbeSet
 from trajlab.store import TrajectoryStore, check_comparable
+from trajlab.store_meta import LONG_TEXTS
 from trajlab.tokenizer import tokenizer_meta
 
 
@@ -101,6 +102,58 @@ def _store_probe(path: Path, parent: bool) -> tuple[ProbeSet, dict | None]:
     except ValueError as e:
         raise ValueError(f"{path}/probe.json: {e}; the store is corrupted") from None
     return probe, info if parent else None
+
+
+def check_settings(
+    layers: str,
+    weights: str,
+    long_texts: str,
+    layers_every: int,
+    full_every: int,
+    window: int,
+    batch_size: int,
+    queue_size: int,
+    n_texts: int | None,
+    map_every: int,
+) -> None:
+    """Refuse, in one line, a TrajectoryCallback setting that cannot work (before any training)."""
+    if layers not in ("all", "last"):
+        raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
+    if long_texts not in LONG_TEXTS:
+        raise ValueError(f"long_texts must be one of {LONG_TEXTS}, got {long_texts!r}")
+    if isinstance(layers_every, bool) or not isinstance(layers_every, int) or layers_every < 1:
+        raise ValueError(
+            f"layers_every must be an int >= 1 (1: every layer at every snapshot), got {layers_every!r}"
+        )
+    if layers_every > 1 and layers == "last":
+        raise ValueError(
+            f"layers_every={layers_every} needs layers='all' (with 'last' no lens layer is scored)"
+        )
+    if weights not in ("sketch", "full", "none"):
+        raise ValueError(f"weights must be 'sketch', 'full' or 'none', got {weights!r}")
+    if min(full_every, window, batch_size, queue_size, n_texts or 2) < 1 or map_every < 0 or n_texts == 1:
+        raise ValueError(
+            "full_every, window, batch_size and queue_size must be >= 1, n_texts >= 2 (KL needs "
+            "two texts), map_every >= 0"
+        )
+
+
+def on_rank_zero(trainer: Any, what: str, fn: Callable, *args):
+    """fn(*args) on rank zero; its error is raised there and, under DDP, on every other rank as well (so
+    none waits in a collective for a rank that stopped). Returns fn's result (None elsewhere)."""
+    result, error = None, None
+    if trainer.is_global_zero:
+        try:
+            result = fn(*args)
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            error = e
+    if trainer.world_size > 1:
+        failed = trainer.strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+        if error is None and failed:
+            raise RuntimeError(f"TrajectoryCallback stopped: {what} failed on rank 0: {failed}")
+    if error is not None:
+        raise error
+    return result
 
 
 def parent_lineage(
