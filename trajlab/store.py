@@ -388,14 +388,5 @@ def open_stores(paths: Iterable[str | os.PathLike]) -> list[TrajectoryStore]:
     return stores
 
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "META_SCHEMA",
-    "SCORING_SCHEMA",
-    "MissingEntryError",
-    "StoredProbe",
-    "TrajectoryStore",
-    "check_comparable",
-    "open_stores",
-]
+__all__ = ["FORMAT", "FORMAT_VERSION", "META_SCHEMA", "SCORING_SCHEMA", "MissingEntryError", "StoredProbe",
+           "TrajectoryStore", "check_comparable", "open_stores"]  # fmt: skip
