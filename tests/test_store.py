@@ -174,16 +174,19 @@ def test_sigkill_mid_append_leaves_complete_prefix(tmp_path):
     code = CHILD.format(tests=str(Path(__file__).parent), root=str(root))
     rnd = random.Random(0)
     for _ in range(6):
+        before = (root / "manifest.jsonl").stat().st_size
         child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
-        time.sleep(rnd.uniform(0.3, 0.9))
+        while (root / "manifest.jsonl").stat().st_size == before and child.poll() is None:
+            time.sleep(0.01)  # until the child appends (its start-up takes long on a busy machine)
+        time.sleep(rnd.uniform(0.0, 0.6))  # then a random moment of its appending
         assert child.poll() is None, child.stderr.read().decode()
         os.kill(child.pid, signal.SIGKILL)
         child.communicate()  # reaps the child and closes its pipe
         st = TrajectoryStore.open(root)
         k = len(st)
         assert st.steps.tolist() == list(range(k))
-        np.testing.assert_array_equal(  # k may be 0 on a busy machine: the child was killed while starting
-            st.loglik_all(), np.array([ll_of(s) for s in range(k)]).reshape(k, L + 1, N)
+        np.testing.assert_array_equal(
+            st.loglik_all(), np.stack([ll_of(s) for s in range(k)]).reshape(k, L + 1, N)
         )
         for s in range(k):
             w = np.random.default_rng(s).normal(size=(128, 128)).astype(np.float32)
