@@ -190,7 +190,9 @@ class TrajectoryCallback(L.Callback):
         if len(self._probe) < max(2, trainer.world_size):
             raise ValueError(f"the probe has {len(self._probe)} texts; KL needs >= 2 and DDP one per rank")
         self._lineage = self._parent_meta = None
-        spec = self.parent or (self._parent and f"{self._parent['store']}@{self._parent['step']}")
+        spec = self.parent
+        if spec is None and self._parent and self._parent["step"] is not None:  # probe="parent"
+            spec = f"{self._parent['store']}@{self._parent['step']}"  # (a parent without snapshots: no lineage)
         if spec:  # refuses a parent scored another way (truncated vs whole texts) before training starts
             self._lineage, self._parent, self._parent_meta = parent_lineage(
                 spec, self._probe.fingerprint, self.long_texts, f"this run ({self._path})"
