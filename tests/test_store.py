@@ -210,6 +210,9 @@ def test_refusals_leave_store_unchanged(tmp_path):
         r"shape \(3, 8\), expected \(3, 7\)": dict(step=6, loglik=np.zeros((L + 1, N + 1))),
         r"shape \(2, 7\), expected \(3, 7\)": dict(step=6, loglik=np.zeros((2, N))),
         "must be distinct and increasing": dict(step=6, loglik=np.zeros((2, N)), layers=[2, 0]),
+        r"layers \[0, 1\] lack the model's output \(layer 2\)": dict(
+            step=6, loglik=ll_of(6)[:2], layers=[0, 1]
+        ),
         "layer 3 is out of range": dict(step=6, loglik=np.zeros(N), layers=[3]),
         "step 6: loglik is not finite \\(nan\\) at text 4, layer 1": dict(step=6, loglik=nan_at_1_4),
         "step 6: loglik is not finite \\(-inf\\) at text 2, layer 2": dict(

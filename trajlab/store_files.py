@@ -247,6 +247,8 @@ class SnapshotWriter:
         layers = [self._layer(int(la)) for la in layers]
         if any(b <= a for a, b in pairwise(layers)):
             raise ValueError(f"step {step}: layers {layers} must be distinct and increasing")
+        if self.n_layers not in layers:  # every snapshot holds the model's output: loglik(-1) reads all steps
+            raise ValueError(f"step {step}: layers {layers} lack the model's output (layer {self.n_layers})")
         arr = arr.reshape(1, -1) if arr.ndim == 1 else arr
         if arr.shape != (len(layers), self.n_texts):
             raise ValueError(
