@@ -61,9 +61,7 @@ SCORING_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "n_tokens": ((list, _NONE), "[N ints] scored tokens per text (T - 1 when whole texts are scored)"),
     "lens_dtype": ((str, _NONE), 'dtype of the lens GEMMs, resolved ("float32", "bfloat16", ...)'),
 }
-# What the store itself fixes at create; callers must give the writer's keys.
-_FIXED = ("format", "format_version", "n_layers", "n_texts", "probe_fingerprint", "trajlab_version")
-REQUIRED_META = ("run", "model", "tokenizer", "config")
+REQUIRED_META = ("run", "model", "tokenizer", "config")  # the writer's keys; new_meta fixes the format and shapes
 V1_SCORING = {"long_texts": "truncate", "stride": None, "window": None, "n_tokens": None, "lens_dtype": None}
 _V1_PARENT_DEPTH = 8  # how far up a chain of version-1 parents lineage is followed
 
