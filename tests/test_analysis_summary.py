@@ -198,7 +198,16 @@ def test_cross_store_tables(result, stores):
     assert fvb["pair_labels"] == [["ft@100", "base@6000"]]
     # roots: base and ft (its parent's root) vs seed2; the parent snapshot base@6000 is never a random pair
     assert fvb["models"] == ["base@20000", "seed2@20000", "ft@100", "base@6000"]
-    assert fvb["roots"] == ["base", "seed2", "base", None]
+    roots = [
+        s.meta.get("lineage", {}).get("root") or s.meta.get("id") or n
+        for s, n in zip(stores, ("base", "seed2", "ft"), strict=True)
+    ]
+    assert fvb["roots"] == [
+        roots[0],
+        roots[1],
+        roots[0],
+        None,
+    ]  # ft names its base by the older meta "parent"
     assert sorted(map(tuple, fvb["random_pairs"])) == [(0, 1), (1, 2)]
     assert fvb["order"]["smaller"] == pytest.approx(direct_kl(ft[-1], base[5]))
     assert fvb["pairs"]["median"] == pytest.approx(direct_kl(ft[-1], base[5]))
