@@ -150,3 +150,11 @@ def test_spiral_bad_input():
         ta.winding(np.zeros((5, 3)))
     with pytest.raises(ValueError, match="center"):
         ta.winding(spiral("log"), center="middle")
+
+
+def test_joint_maps_split_one_embedding_per_run(walk):
+    out = ta.joint_maps([walk[:15], walk[15:]], ["a", "b"], tsne=True)
+    pca = ta.embed(walk, "pca", 2)
+    np.testing.assert_allclose(np.vstack([out["pca"]["a"], out["pca"]["b"]]), pca)
+    assert out["tsne"]["b"].shape == (25, 2) and out["tsne_perplexity"] == pytest.approx(13.0)
+    assert ta.joint_maps([walk], ["a"]) is None

@@ -17,7 +17,7 @@ from trajlab.analysis.calibrate import spiral_test, thread_test
 from trajlab.analysis.config import AnalysisConfig
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
 from trajlab.analysis.kl import double_center, kl_matrix, kl_paired, prepare
-from trajlab.analysis.maps import classical_mds, embed
+from trajlab.analysis.maps import classical_mds, embed, joint_maps
 from trajlab.analysis.pairs import domain_split, fixed_lag_pairs
 from trajlab.analysis.spiral import fit_center, spiral_stats, winding
 from trajlab.analysis.summary import analyze
@@ -47,6 +47,7 @@ __all__ = [
     "finetune_vs_base",
     "fit_center",
     "fixed_lag_pairs",
+    "joint_maps",
     "kl_matrix",
     "kl_paired",
     "layer_map",

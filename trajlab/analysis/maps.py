@@ -125,3 +125,41 @@ def embed(
         dim, perplexity=perp, init="pca", learning_rate="auto", random_state=random_state, max_iter=max_iter
     )
     return _oriented(tsne.fit_transform(x))
+
+
+def joint_maps(
+    lls: list[np.ndarray],
+    names: list[str],
+    n_bytes: np.ndarray | None = None,
+    tsne: bool = True,
+    perplexity: float | None = None,
+) -> dict | None:
+    """Returns the joint PCA and t-SNE maps of several runs over the same texts, split back per run.
+
+    Args:
+        lls: (K_i, N) LL of each run.
+        names: run names.
+        n_bytes: optional (N,) byte counts (bits-per-byte scale).
+        tsne: also the joint t-SNE map.
+        perplexity: t-SNE perplexity; None: min(30, (K - 1) / 3) for all K = sum K_i snapshots.
+
+    Returns:
+        {"pca": {name: (K_i, 2)}, "tsne": {name: (K_i, 2)} or None, "tsne_perplexity", "n_points"}, or None
+        for fewer than 2 runs or 3 snapshots.
+    """
+    k = sum(len(ll) for ll in lls)
+    if len(lls) < 2 or k < 3:
+        return None
+    all_ll = np.concatenate(lls)
+    bounds = np.cumsum([0] + [len(ll) for ll in lls])
+
+    def split(xy: np.ndarray) -> dict:
+        return {n: xy[a:b] for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)}
+
+    perp = tsne_perplexity(k, perplexity)
+    return {
+        "pca": split(embed(all_ll, "pca", 2, n_bytes)),
+        "tsne": split(embed(all_ll, "tsne", 2, n_bytes, perplexity=perp)) if tsne else None,
+        "tsne_perplexity": perp if tsne else None,
+        "n_points": int(k),
+    }

@@ -14,10 +14,10 @@ import numpy as np
 
 from trajlab.analysis.bootstrap import bootstrap_exponent_order
 from trajlab.analysis.calibrate import spiral_test, thread_test
-from trajlab.analysis.config import AnalysisConfig, tsne_perplexity
+from trajlab.analysis.config import AnalysisConfig
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
 from trajlab.analysis.kl import kl_matrix, kl_paired, kl_unit_factor, prepare
-from trajlab.analysis.maps import embed
+from trajlab.analysis.maps import joint_maps
 from trajlab.analysis.outputs import write_summary
 from trajlab.analysis.pairs import mean_tokens, resolve_schedule, root_of
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base, lineage_pairs
@@ -291,28 +291,6 @@ def _finetune_summary(
     }
 
 
-def _joint_maps(
-    lls: list[np.ndarray], names: list[str], nb: np.ndarray | None, cfg: AnalysisConfig
-) -> dict | None:
-    """Returns the joint PCA and t-SNE maps of all runs of one probe group, split back per run."""
-    k = sum(len(ll) for ll in lls)
-    if len(lls) < 2 or k < 3:
-        return None
-    all_ll = np.concatenate(lls)
-    bounds = np.cumsum([0] + [len(ll) for ll in lls])
-
-    def split(xy: np.ndarray) -> dict:
-        return {n: xy[a:b] for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)}
-
-    perp = tsne_perplexity(k, cfg.tsne_perplexity)
-    return {
-        "pca": split(embed(all_ll, "pca", 2, nb)),
-        "tsne": split(embed(all_ll, "tsne", 2, nb, perplexity=perp)) if cfg.tsne else None,
-        "tsne_perplexity": perp if cfg.tsne else None,
-        "n_points": int(k),
-    }
-
-
 def _kl_to_parent(runs: dict, trajs: list[Trajectory], nb: np.ndarray | None) -> None:
     """Adds each child's KL to its parent snapshot, one value per child snapshot."""
     for t, parent, step in lineage_pairs(trajs):
@@ -395,7 +373,7 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
         "runs": runs,
         "comparison": comparison_table(trajs, kept_bytes, config=cfg, domains=domains, notes=notes),
         "finetune_vs_base": ft,
-        "joint_map": _joint_maps(lls, names, nb, cfg),
+        "joint_map": joint_maps(lls, names, nb, cfg.tsne, cfg.tsne_perplexity),
         "notes": notes,
     }
     out.mkdir(parents=True, exist_ok=True)
