@@ -30,7 +30,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trajlab.checkpoints import (
@@ -298,9 +298,10 @@ def import_checkpoints(
 
 
 def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: ImportConfig,
-               preload: Sequence[tuple[int, str]] = (), keep: frozenset[str] = frozenset()) -> ImportResult:
+               preload: Sequence[tuple[int, str]] = (), keep: frozenset[str] = frozenset(),
+               on_revision: Callable[[int], None] | None = None) -> ImportResult:
     """Import the (step, revision) `plan` into `out` in this process, after the `preload` revisions (see
-    `_Importer`); the result leaves the preloaded steps out."""
+    `_Importer`; the result leaves them out); `on_revision(step)` runs after each revision."""
     from tqdm.auto import tqdm
 
     local = ref.kind != "hub" or ref.cache_only or (hub_offline() if cfg.offline is None else cfg.offline)
@@ -319,6 +320,8 @@ def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: Impor
         for (step, name), ckpt in zip(todo, ckpts, strict=True):
             imp.import_one(step, name, ckpt, bar.write if cfg.progress else print)
             bar.update()
+            if on_revision is not None:
+                on_revision(step)
         bar.close()
         r, skip = imp.result, imp.preload
         r.skipped = [s for s in r.skipped if s not in skip]
