@@ -196,9 +196,21 @@ def _pickle_refusal(source: str, weights: Sequence[str]) -> str:
 def _download(ref: ModelRef, revision: str, allow_pickle: bool, trust_remote_code: bool) -> Path:
     """Download a revision's config, tokenizer and the weights to load; returns its snapshot folder.
     A pickle-only revision is refused before anything is downloaded."""
-    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    names = [n for n in HfApi().list_repo_files(ref.name, revision=revision) if "/" not in n]
+    try:
+        names = [n for n in HfApi().list_repo_files(ref.name, revision=revision) if "/" not in n]
+    except RevisionNotFoundError:
+        raise FileNotFoundError(
+            f"{ref.name} has no revision {revision!r} on {constants.ENDPOINT} (HTTP 404): check the name against "
+            "the model's branches on the hub and drop or correct it in --revisions"
+        ) from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"no model {ref.name} on {constants.ENDPOINT} (HTTP 404): check the repo id, or log in "
+            "(`hf auth login`) if it is private or gated"
+        ) from None
     weights, pickle = _weights_in(names, ref.gguf_file)
     if pickle and not allow_pickle:
         raise RefusedCheckpointError(_pickle_refusal(f"{ref.name}@{revision}", weights))
