@@ -83,18 +83,26 @@ def test_scoring_options_reach_score_model(tmp_path, cache, monkeypatch):
 
     monkeypatch.setattr(trajlab.lens, "score_model", recording)
     argv = [REPO, "--revisions", "step2", "--out", str(tmp_path / "s"), "--cache-dir", str(hub), "--window", "0",
-            "--no-progress", "--long-texts", "truncate", "--stride", "16", "--lens-dtype", "float32",
+            "--no-progress", "--long-texts", "truncate", "--lens-dtype", "float32",
             "--probe", str(PROBE.save(tmp_path / "probe.json"))]
     assert import_main(argv) == 0
-    assert seen == [{"long_texts": "truncate", "stride": 16, "lens_dtype": "float32"}]
-    rows = TrajectoryStore.open(tmp_path / "s").loglik_all()[0]  # score_model's with those options
+    argv_b = [*argv[:4], str(tmp_path / "b"), *argv[5:9], "--stride", "16", *argv[-2:]]
+    assert import_main(argv_b) == 0
+    assert seen == [{"long_texts": "truncate", "stride": None, "lens_dtype": "float32"},
+                    {"long_texts": "rolling", "stride": 16, "lens_dtype": None}]
+    store = TrajectoryStore.open(tmp_path / "s")
     from transformers import AutoModelForCausalLM
 
     folder = next((hub / "models--EleutherAI--pythia-fake" / "snapshots").iterdir()).parent
     ref = (hub / "models--EleutherAI--pythia-fake" / "refs" / "step2").read_text()
     m = AutoModelForCausalLM.from_pretrained(folder / ref).eval()
-    expected = real(m, make_tokenizer(), PROBE, "all", long_texts="truncate", stride=16, lens_dtype="float32")
-    assert np.array_equal(rows, expected)
+    expected, info = real(m, make_tokenizer(), PROBE, "all", long_texts="truncate", lens_dtype="float32",
+                          return_info=True)
+    assert np.array_equal(store.loglik_all()[0], expected)  # score_model's rows with those options
+    assert store.meta["scoring"] == info.scoring() and info.scoring()["long_texts"] == "truncate"
+    assert TrajectoryStore.open(tmp_path / "b").meta["scoring"]["stride"] == 16
+    with pytest.raises(ValueError, match="stride=16 needs long_texts='rolling'"):
+        ImportConfig(long_texts="truncate", stride=16)
 
 
 def test_ray_executor_without_ray_is_refused_in_one_line(tmp_path, cache, monkeypatch, capsys):

@@ -82,6 +82,9 @@ class ImportConfig:
             raise ValueError(f"window and sketch_k must be >= 0 (0: none), got {self.window} and {self.sketch_k}")
         if self.long_texts not in LONG_TEXTS:
             raise ValueError(f"long_texts must be one of {', '.join(LONG_TEXTS)}, got {self.long_texts!r}")
+        if self.stride is not None and (self.long_texts != "rolling" or self.stride < 1):
+            raise ValueError(f"stride={self.stride} needs long_texts='rolling' and stride >= 1 (got long_texts="
+                             f"{self.long_texts!r}); drop --stride or fix it")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if (self.workers is not None and self.workers < 1) or self.max_retries < 0:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
 import sys
@@ -83,7 +82,7 @@ class _Importer:
         self.store: TrajectoryStore | None = existing
         self.sketcher = WeightSketch(cfg.sketch_k, cfg.sketch_seed) if cfg.sketch_k else None
         self.history = WeightHistory(cfg.window) if cfg.window else None
-        self.score_kwargs = _score_kwargs(cfg)
+        self.score_kwargs = {"long_texts": cfg.long_texts, "stride": cfg.stride, "lens_dtype": cfg.lens_dtype}
         self.by_hash: dict[str, int] = {}  # weights key -> first step with those weights
         self.by_file: dict[str, int] = {}  # sha256 of one weight file -> first step with it
         self.result = ImportResult(out)
@@ -141,8 +140,7 @@ class _Importer:
             "max_steps": total,
             **self.ref.meta,
         }
-        if hasattr(sinfo, "scoring"):
-            meta["scoring"] = sinfo.scoring()
+        meta["scoring"] = sinfo.scoring()
         if c.parent is not None:
             meta["lineage"] = lineage_from_parent(c.parent)
         if c.shard is not None:
@@ -331,16 +329,6 @@ def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: Impor
         for store in (existing, imp and imp.store):
             if store is not None:
                 store.close()
-
-
-def _score_kwargs(cfg: ImportConfig) -> dict:
-    """The long-text and lens-dtype options score_model takes (a release without them: only non-defaults)."""
-    from trajlab.lens import score_model
-
-    accepted = inspect.signature(score_model).parameters
-    given = {"long_texts": cfg.long_texts, "stride": cfg.stride, "lens_dtype": cfg.lens_dtype}
-    defaults = {f: getattr(ImportConfig, f) for f in given}
-    return {k: v for k, v in given.items() if k in accepted or v != defaults[k]}
 
 
 def _check_resumable(store: TrajectoryStore, ref: ModelRef, layers: str, sketch_spec: dict | None) -> None:
