@@ -107,7 +107,7 @@ def dry_run(model, revisions, out, cfg: ImportConfig | None = None, gflops: floa
             break
         own = math.ceil(len(names) / w)
         extra = min(pre, len(names) - own) if w > 1 else 0
-        disk = min(w + (w - 1) * pre, len(names)) * dl  # a revision in flight per task + kept preloads
+        disk = w * dl  # one revision in flight per task
         lines.append(f"{w:>7} | {own:>4} + {extra:<3} | {disk / GIB:,.1f} GiB | {memory / GIB:,.1f} GiB | "
                      f"{_duration((own + extra) * per_rev)}")
     return "\n".join(lines)

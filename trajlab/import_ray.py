@@ -12,7 +12,7 @@ Resume: STORE.shards/plan.json keeps the split; a finished shard leaves <i>.done
 rerun; a half-done shard continues from its own store (also when Ray retries a task whose worker died,
 `max_retries`). After the merge, STORE.shards is removed. Limits: a duplicate of a revision more than
 max(window, 1) revisions before its shard is scored again (same rows, no "duplicate" note); with
-`clean_cache`, preloaded revisions stay in the cache until the driver deletes them after the merge.
+`clean_cache` online, a preloaded revision is downloaded twice (by its shard and by the next one).
 
 Test and debugging hook: with TRAJLAB_RAY_HOLD=PATH in the driver's environment, every task waits after each
 revision of its own while PATH exists (to stop a task at a known point); <i>.pid names the process running shard i.
@@ -27,7 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
-from trajlab.checkpoints import ModelRef, delete_from_cache
+from trajlab.checkpoints import ModelRef
 from trajlab.import_config import ImportConfig, ImportResult, import_probe
 from trajlab.merge import merge_stores
 from trajlab.revisions import shard_part
@@ -47,7 +47,7 @@ def _ray():
     return ray
 
 
-def _shard_task(ref: ModelRef, part: Plan, preload: Plan, keep: frozenset[str], folder: Path, i: int,
+def _shard_task(ref: ModelRef, part: Plan, preload: Plan, folder: Path, i: int,
                 cfg: ImportConfig, threads: int, hold: str | None) -> ImportResult:
     """One shard, in a Ray worker: the driver's thread count, a pid file, the import, a done file."""
     import torch
@@ -63,7 +63,7 @@ def _shard_task(ref: ModelRef, part: Plan, preload: Plan, keep: frozenset[str], 
         while hold and step in own and os.path.exists(hold):
             time.sleep(0.05)
 
-    result = run_import(ref, part, folder / str(i), cfg, preload, keep, on_revision=wait_while_held)
+    result = run_import(ref, part, folder / str(i), cfg, preload, on_revision=wait_while_held)
     tmp = folder / f".{i}.done.json.tmp"
     tmp.write_text(json.dumps({"imported": result.imported, "failed": result.failed}))
     os.replace(tmp, folder / f"{i}.done.json")
@@ -151,13 +151,12 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
     full = sequence + todo
     preloads = [full[full.index(p[0]) - n_pre if full.index(p[0]) >= n_pre else 0 : full.index(p[0])]
                 for p in parts]
-    keep = frozenset(n for pre in preloads for _, n in pre)
     task_cfg = cfg.replace(probe=probe, progress=False, executor="local", workers=None)
     remote = ray.remote(_shard_task).options(**task_opts)
     refs = {}
     for i, part in enumerate(parts):
         if not (folder / f"{i}.done.json").is_file():
-            refs[i] = remote.remote(ref, part, preloads[i], keep, folder, i,
+            refs[i] = remote.remote(ref, part, preloads[i], folder, i,
                                     task_cfg.replace(shard=(i, len(parts))), threads,
                                     os.environ.get("TRAJLAB_RAY_HOLD"))
     bar = tqdm(total=len(todo), desc=f"import {ref.run_name} ({len(parts)} Ray tasks)", unit="rev",
@@ -188,8 +187,6 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
             result.duplicates = {n["payload"]["step"]: n["payload"]["duplicate_of"]
                                  for n in merged.notes("duplicate") if n["payload"]["step"] in new}
     shutil.rmtree(folder)
-    if cfg.clean_cache:
-        _clean_preloaded(ref, keep, cfg)
     return result
 
 
@@ -218,15 +215,3 @@ def _merge_into(out: Path, shards: list[Path], out_exists: bool) -> None:
     os.replace(out, old)
     os.replace(new, out)
     shutil.rmtree(old)
-
-
-def _clean_preloaded(ref: ModelRef, keep: frozenset[str], cfg: ImportConfig) -> None:
-    """Delete the revisions that shards kept for the next shard's preload (best effort; the driver's cache)."""
-    from trajlab.checkpoints import resolve_checkpoint
-
-    for name in keep:
-        try:
-            ckpt = resolve_checkpoint(ref, name, 0, offline=True, allow_pickle=True, trust_remote_code=True)
-            delete_from_cache(ckpt, ref)
-        except (FileNotFoundError, ValueError, OSError):
-            pass

@@ -69,16 +69,17 @@ class _Importer:
     """One import run: the store (created with the first scored revision), weight geometry, hashes seen.
 
     `preload`: steps imported only so that the next ones get their distances and duplicates (a Ray shard's
-    copy of the previous shard's last revisions): stored, but no notes, no result entries, no cache cleaning.
-    `keep`: revision names never deleted from the cache (another shard preloads them).
+    copy of the previous shard's last revisions): stored, but no notes and no result entries. With clean_cache
+    they leave the cache right after use only when online (the owning shard, which needs them last, downloads
+    them again if they are gone); offline, the owning shard deletes them.
     """
 
     def __init__(self, ref: ModelRef, out: Path, probe: ProbeSet, existing, cfg: ImportConfig,
-                 preload: frozenset[int] = frozenset(), keep: frozenset[str] = frozenset()):
+                 preload: frozenset[int] = frozenset(), local: bool = True):
         from trajlab.sketch import WeightHistory, WeightSketch
 
         self.ref, self.out, self.probe, self.layers, self.cfg = ref, out, probe, cfg.layers, cfg
-        self.preload, self.keep = preload, keep
+        self.preload, self.local = preload, local
         self.store: TrajectoryStore | None = existing
         self.sketcher = WeightSketch(cfg.sketch_k, cfg.sketch_seed) if cfg.sketch_k else None
         self.history = WeightHistory(cfg.window) if cfg.window else None
@@ -228,6 +229,8 @@ class _Importer:
                           source=ckpt.source, weight_sketch=sketch, sq_dists=dists, info=info)
         if step in self.preload:
             self._remember(info, step)
+            if self.cfg.clean_cache and not self.local:
+                delete_from_cache(ckpt, self.ref)
             log(f"{ckpt.source} -> step {step}: preloaded (the previous shard's; distances and duplicates)")
             return
         if dup_of is not None:
@@ -243,7 +246,7 @@ class _Importer:
                           stacklevel=3)
         self._remember(info, step)
         self.result.imported.append(step)
-        freed = delete_from_cache(ckpt, self.ref) if self.cfg.clean_cache and name not in self.keep else 0
+        freed = delete_from_cache(ckpt, self.ref) if self.cfg.clean_cache else 0
         log(f"{ckpt.source} -> step {step}: {what}; load {load_s:.1f} s"
             + (f"; freed {freed / 2**20:,.0f} MiB of cache" if freed else ""))
 
@@ -296,7 +299,7 @@ def import_checkpoints(
 
 
 def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: ImportConfig,
-               preload: Sequence[tuple[int, str]] = (), keep: frozenset[str] = frozenset(),
+               preload: Sequence[tuple[int, str]] = (),
                on_revision: Callable[[int], None] | None = None) -> ImportResult:
     """Import the (step, revision) `plan` into `out` in this process, after the `preload` revisions (see
     `_Importer`; the result leaves them out); `on_revision(step)` runs after each revision."""
@@ -307,7 +310,7 @@ def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: Impor
     imp: _Importer | None = None
     try:
         imp = _Importer(ref, out, import_probe(cfg.probe, existing), existing, cfg,
-                        frozenset(s for s, _ in preload), keep)
+                        frozenset(s for s, _ in preload), local)
         if existing is not None:
             _check_resumable(existing, ref, cfg.layers, imp.sketch_spec)
         todo = _todo(imp, sorted({*preload, *plan}))
