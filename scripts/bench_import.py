@@ -67,8 +67,11 @@ def main() -> int:
         t0 = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - t0
-        modes = {"in-process": {}, "ray 1 worker": {"executor": "ray", "workers": 1},
-                 "ray 2 workers": {"executor": "ray", "workers": 2}}
+        modes = {
+            "in-process": {},
+            "ray 1 worker": {"executor": "ray", "workers": 1},
+            "ray 2 workers": {"executor": "ray", "workers": 2},
+        }
         times: dict[str, list[float]] = {m: [] for m in modes}
         opts = dict(cache_dir=root / "hub", window=args.window, sketch_k=256, progress=False)
         for r in range(args.rounds + 1):  # round 0 warms up (imports, Ray workers) and is not counted
@@ -81,17 +84,23 @@ def main() -> int:
                     times[mode].append(time.perf_counter() - t)
         ray.shutdown()
     med = {m: statistics.median(v) for m, v in times.items()}
-    print(f"{k} revisions, {args.texts} probe texts, window {args.window}, median of {args.rounds} rounds; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; Ray start {ray_start:.1f} s (once)")
+    print(
+        f"{k} revisions, {args.texts} probe texts, window {args.window}, median of {args.rounds} rounds; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; Ray start {ray_start:.1f} s (once)"
+    )
     for mode, s in med.items():
         print(f"  {mode:<14} {s:7.2f} s  {60 * k / s:7.1f} revisions/min")
     ceiling = k / (math.ceil(k / 2) + max(args.window, 1))
-    print(f"ratio ray 1 worker / in-process time: {med['ray 1 worker'] / med['in-process']:.2f}x; Ray overhead "
-          f"{(med['ray 1 worker'] - med['in-process']) / k:+.3f} s per revision "
-          f"({med['ray 1 worker'] / med['in-process'] - 1:+.0%} of in-process)")
-    print(f"speed-up ray 2 workers vs ray 1 worker: {med['ray 1 worker'] / med['ray 2 workers']:.2f}x "
-          f"(ceiling with {max(args.window, 1)} preloaded revisions per extra shard: {ceiling:.2f}x); "
-          f"vs in-process: {med['in-process'] / med['ray 2 workers']:.2f}x")
+    print(
+        f"ratio ray 1 worker / in-process time: {med['ray 1 worker'] / med['in-process']:.2f}x; Ray overhead "
+        f"{(med['ray 1 worker'] - med['in-process']) / k:+.3f} s per revision "
+        f"({med['ray 1 worker'] / med['in-process'] - 1:+.0%} of in-process)"
+    )
+    print(
+        f"speed-up ray 2 workers vs ray 1 worker: {med['ray 1 worker'] / med['ray 2 workers']:.2f}x "
+        f"(ceiling with {max(args.window, 1)} preloaded revisions per extra shard: {ceiling:.2f}x); "
+        f"vs in-process: {med['in-process'] / med['ray 2 workers']:.2f}x"
+    )
     return 0
 
 

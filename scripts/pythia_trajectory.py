@@ -21,6 +21,7 @@ from trajlab.import_dryrun import PYTHIA_SIZES as SIZES
 from trajlab.import_dryrun import pythia_params as n_params
 from trajlab.revisions import expand_revisions
 
+
 def commands(args, ref: ModelRef) -> list[list[str]]:
     """The trajlab commands of the pipeline, in order (import per shard, merge, analyze)."""
     out = Path(args.out)

@@ -1,7 +1,8 @@
-"""The online import path for real: a small HF-hub-compatible HTTP server on 127.0.0.1 serves tiny GPT-NeoX
-revisions, and `trajlab import` runs in a subprocess with HF_ENDPOINT pointing at it (HF_HUB_OFFLINE=0, a fresh
-HF_HOME). Checked against an offline import of the same revisions; faults: a connection dropped mid-file, a blob
-whose bytes do not match its sha256, a revision that 404s, the server going away mid-run."""
+"""The online import path for real: a small HF-hub-compatible HTTP server on 127.0.0.1 serves tiny
+GPT-NeoX revisions, and `trajlab import` runs in a subprocess with HF_ENDPOINT pointing at it
+(HF_HUB_OFFLINE=0, a fresh HF_HOME). Checked against an offline import of the same revisions; faults: a
+connection dropped mid-file, a blob whose bytes do not match its sha256, a revision that 404s, the server
+going away mid-run; Ray workers downloading into caches of their own."""
 
 from __future__ import annotations
 
@@ -116,9 +117,20 @@ class _Handler(BaseHTTPRequestHandler):
             info = {"id": repo, "sha": commit, "siblings": [{"rfilename": n} for n in files]}
             return self._reply(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
         if api and parts[4] == "tree":
-            tree = [{"type": "file", "path": n, "size": len(d), "oid": git_oid(d),
-                     **({"lfs": {"oid": hashlib.sha256(d).hexdigest(), "size": len(d), "pointerSize": 134}}
-                        if n.endswith(".safetensors") else {})} for n, d in files.items()]
+            tree = [
+                {
+                    "type": "file",
+                    "path": n,
+                    "size": len(d),
+                    "oid": git_oid(d),
+                    **(
+                        {"lfs": {"oid": hashlib.sha256(d).hexdigest(), "size": len(d), "pointerSize": 134}}
+                        if n.endswith(".safetensors")
+                        else {}
+                    ),
+                }
+                for n, d in files.items()
+            ]
             return self._reply(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, body)
         name = "/".join(parts[4:])
         if parts[2] != "resolve" or name not in files:
@@ -133,7 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
             data = bytes(b ^ 0xFF for b in data[:64]) + data[64:]  # same size, other bytes
         if not body:
             return self._reply(200, b"", {**headers, "Content-Length": str(len(data))}, False)
-        start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0]) if "Range" in self.headers else 0
+        start = (
+            int(self.headers["Range"].removeprefix("bytes=").split("-")[0]) if "Range" in self.headers else 0
+        )
         if start == 0 and name in hub.drop_once:
             hub.drop_once.discard(name)  # announce the whole file, send half, hang up
             self.send_response(200)
@@ -170,13 +184,35 @@ def hub(folders):
         server.stop()
 
 
-def trajlab_import(hub: Hub, home: Path, revisions: str, out: Path, *flags: str) -> subprocess.CompletedProcess:
+def trajlab_import(
+    hub: Hub, home: Path, revisions: str, out: Path, *flags: str
+) -> subprocess.CompletedProcess:
     """`trajlab import` in a subprocess that downloads from `hub` into the HF cache under `home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    env |= {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(home), "OMP_NUM_THREADS": "1",
-            "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
-    argv = [sys.executable, "-m", "trajlab.cli", "import", REPO, "--revisions", revisions, "--out", str(out),
-            "--probe", str(PROBE.save(out.parent / "probe.json")), *FLAGS, *flags]
+    env |= {
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(home),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_ETAG_TIMEOUT": "5",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "5",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "trajlab.cli",
+        "import",
+        REPO,
+        "--revisions",
+        revisions,
+        "--out",
+        str(out),
+        "--probe",
+        str(PROBE.save(out.parent / "probe.json")),
+        *FLAGS,
+        *flags,
+    ]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -184,8 +220,17 @@ def offline_store(tmp_path: Path, folders: dict, revisions: dict) -> TrajectoryS
     hub_cache(tmp_path / "offline-cache", folders, revisions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the duplicate's warning
-        import_checkpoints(REPO, ",".join(revisions), tmp_path / "offline", PROBE, cache_dir=tmp_path / "offline-cache",
-                           sketch_k=64, window=3, progress=False, offline=True)
+        import_checkpoints(
+            REPO,
+            ",".join(revisions),
+            tmp_path / "offline",
+            PROBE,
+            cache_dir=tmp_path / "offline-cache",
+            sketch_k=64,
+            window=3,
+            progress=False,
+            offline=True,
+        )
     return TrajectoryStore.open(tmp_path / "offline")
 
 
@@ -221,11 +266,14 @@ def test_a_corrupt_blob_and_a_missing_revision_fail_and_the_rest_imports(tmp_pat
     assert run.returncode == 1, run.stderr[-3000:]
     failed = [line for line in run.stderr.splitlines() if line.startswith("  failed ")]
     assert len(failed) == 2, run.stderr[-3000:]
-    assert failed[0].startswith("  failed step2: ValueError: EleutherAI/pythia-fake@step2: model.safetensors is "
-                                "corrupt (sha256 ")
-    assert failed[1] == (f"  failed step16: FileNotFoundError: {REPO} has no revision 'step16' on {hub.url} (HTTP "
-                         "404): check the name against the model's branches on the hub and drop or correct it in "
-                         "--revisions")
+    assert failed[0].startswith(
+        "  failed step2: ValueError: EleutherAI/pythia-fake@step2: model.safetensors is corrupt (sha256 "
+    )
+    assert failed[1] == (
+        f"  failed step16: FileNotFoundError: {REPO} has no revision 'step16' on {hub.url} (HTTP "
+        "404): check the name against the model's branches on the hub and drop or correct it in "
+        "--revisions"
+    )
     store = TrajectoryStore.open(tmp_path / "store")
     assert store.steps.tolist() == [0, 4]
     assert [n["payload"]["revision"] for n in store.notes("import-failed")] == ["step2", "step16"]
@@ -250,3 +298,26 @@ def test_the_server_going_away_mid_run_then_a_rerun_completes(tmp_path, hub, fol
     store = TrajectoryStore.open(out)
     assert store.steps.tolist() == STEPS  # every step exactly once
     assert_same_store(store, offline_store(tmp_path, folders, REVISIONS))
+
+
+def test_ray_workers_download_into_caches_of_their_own_and_clean_them(tmp_path, hub, folders):
+    pytest.importorskip("ray")
+    home = tmp_path / "hf"
+    run = trajlab_import(
+        hub,
+        home,
+        ",".join(REVISIONS),
+        tmp_path / "store",
+        "--clean-cache",
+        "--executor",
+        "ray",
+        "--workers",
+        "2",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "imported 4 revision(s) (1 duplicate)" in run.stdout
+    # shard 1 (step2, step4) preloaded step0 and step1 (window 3): equal to the serial offline import
+    assert_same_store(TrajectoryStore.open(tmp_path / "store"), offline_store(tmp_path, folders, REVISIONS))
+    weights = {hashlib.sha256(f["model.safetensors"]).hexdigest() for f in hub.files.values()}
+    left = {p.name for p in (home / "hub").rglob("*") if p.is_file()}
+    assert not weights & left and not list((home / "hub").glob("trajlab-task-*"))

@@ -351,6 +351,8 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, saved, cach
         import_checkpoints(REPO, ALL, out, ProbeSet.from_texts(SAMPLE_TEXTS[:3]), cache_dir=hub, **FAST)
     with pytest.raises(ValueError, match="scored with layers='all'"):
         import_checkpoints(REPO, ALL, out, None, "last", cache_dir=hub, **FAST)
+    with pytest.raises(ValueError, match="scored with long_texts='rolling', not 'truncate'; write to a new --out"):
+        import_checkpoints(REPO, ALL, out, cache_dir=hub, long_texts="truncate", **FAST)
     assert (out / "manifest.jsonl").read_bytes() == before
 
 

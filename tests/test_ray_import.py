@@ -1,5 +1,6 @@
 """`trajlab import --executor ray` on a real local Ray cluster (2 CPUs): two shards with a duplicate across
-their boundary equal the serial import bitwise; a worker killed mid-task is retried and the store is complete."""
+their boundary equal the serial import bitwise; a worker killed mid-task is retried and the store is
+complete."""
 
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 # step8 has step4's weights: the duplicate sits right across the boundary of 2 shards (step0-4 | step8-64)
-REVISIONS = {"step0": 0, "step1": 0, "step2": 2, "step4": 4, "step8": 4, "step16": 16, "step32": 32, "step64": 64}
+REVISIONS = {
+    "step0": 0,
+    "step1": 0,
+    "step2": 2,
+    "step4": 4,
+    "step8": 4,
+    "step16": 16,
+    "step32": 32,
+    "step64": 64,
+}
 STEPS = [0, 1, 2, 4, 8, 16, 32, 64]
 LATER = {"step128": 128, "step256": 128}
 ALL = ",".join(REVISIONS)
@@ -67,14 +77,17 @@ def assert_same_store(a: TrajectoryStore, b: TrajectoryStore) -> None:
     np.testing.assert_array_equal(a.weight_sq_dist_matrix(), b.weight_sq_dist_matrix())
     assert _notes(a, "duplicate") == _notes(b, "duplicate")
     for s in map(int, a.steps):
-        assert a.snapshot_info(s)["info"].get("duplicate_of") == b.snapshot_info(s)["info"].get("duplicate_of")
+        assert a.snapshot_info(s)["info"].get("duplicate_of") == b.snapshot_info(s)["info"].get(
+            "duplicate_of"
+        )
 
 
 def test_two_ray_workers_equal_the_serial_import(tmp_path, hub, folders, cluster):
     with pytest.warns(UserWarning, match="duplicate"):
         serial = import_checkpoints(REPO, ALL, tmp_path / "serial", PROBE, cache_dir=hub, **FAST)
-    result = import_checkpoints(REPO, ALL, tmp_path / "ray", PROBE, cache_dir=hub, executor="ray", workers=2,
-                                **FAST)
+    result = import_checkpoints(
+        REPO, ALL, tmp_path / "ray", PROBE, cache_dir=hub, executor="ray", workers=2, **FAST
+    )
     assert serial.imported == result.imported == STEPS
     assert serial.duplicates == result.duplicates == {1: 0, 8: 4} and not result.failed
     ref, got = TrajectoryStore.open(tmp_path / "serial"), TrajectoryStore.open(tmp_path / "ray")
@@ -89,8 +102,9 @@ def test_two_ray_workers_equal_the_serial_import(tmp_path, hub, folders, cluster
     # more revisions later: one shard each, after the stored ones (shard 0 preloads from the store itself),
     # merged into the store; step256 duplicates step128 of the other shard
     hub_cache(hub, folders, LATER)
-    grown = import_checkpoints(REPO, f"{ALL},{','.join(LATER)}", tmp_path / "ray", cache_dir=hub,
-                               executor="ray", workers=2, **FAST)
+    grown = import_checkpoints(
+        REPO, f"{ALL},{','.join(LATER)}", tmp_path / "ray", cache_dir=hub, executor="ray", workers=2, **FAST
+    )
     assert grown.skipped == STEPS and grown.imported == [128, 256] and grown.duplicates == {256: 128}
     with pytest.warns(UserWarning, match="duplicate"):
         import_checkpoints(REPO, f"{ALL},{','.join(LATER)}", tmp_path / "serial", cache_dir=hub, **FAST)
@@ -102,8 +116,13 @@ def test_a_killed_worker_is_retried_and_the_store_is_complete(tmp_path, hub, clu
     hold.touch()
     monkeypatch.setenv("TRAJLAB_RAY_HOLD", str(hold))  # tasks wait after each revision while it exists
     out, box = tmp_path / "store", []
-    worker = threading.Thread(target=lambda: box.append(import_checkpoints(
-        REPO, ALL, out, PROBE, cache_dir=hub, executor="ray", workers=2, max_retries=2, **FAST)))
+    worker = threading.Thread(
+        target=lambda: box.append(
+            import_checkpoints(
+                REPO, ALL, out, PROBE, cache_dir=hub, executor="ray", workers=2, max_retries=2, **FAST
+            )
+        )
+    )
     worker.start()
     shard, pid_file = tmp_path / "store.shards" / "1", tmp_path / "store.shards" / "1.pid"
     deadline = time.monotonic() + 180

@@ -203,8 +203,8 @@ def _download(ref: ModelRef, revision: str, allow_pickle: bool, trust_remote_cod
         names = [n for n in HfApi().list_repo_files(ref.name, revision=revision) if "/" not in n]
     except RevisionNotFoundError:
         raise FileNotFoundError(
-            f"{ref.name} has no revision {revision!r} on {constants.ENDPOINT} (HTTP 404): check the name against "
-            "the model's branches on the hub and drop or correct it in --revisions"
+            f"{ref.name} has no revision {revision!r} on {constants.ENDPOINT} (HTTP 404): check the name "
+            "against the model's branches on the hub and drop or correct it in --revisions"
         ) from None
     except RepositoryNotFoundError:
         raise FileNotFoundError(

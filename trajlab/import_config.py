@@ -1,4 +1,5 @@
-"""Every option of `trajlab import` in one dataclass, `ImportConfig` (and what an import did: `ImportResult`), shared by the Python API and the CLI.
+"""Every option of `trajlab import` in one dataclass, `ImportConfig`, shared by the Python API and the CLI;
+what an import did (`ImportResult`); the checks of options against a probe, a store to resume and a parent.
 
 `import_checkpoints(model, revisions, out, config=None, **overrides)` takes an ImportConfig and/or keyword
 overrides (the field names); `trajlab import` builds the same object from its flags (`add_arguments`,
@@ -13,8 +14,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trajlab.revisions import PYTHIA_MAIN_STEP
+
+if TYPE_CHECKING:
+    from trajlab.checkpoints import ModelRef
+    from trajlab.probe import ProbeSet
+    from trajlab.store import TrajectoryStore
 
 PYTHIA_WARMUP_STEPS = 1430  # 1% of 143000 optimizer steps, linear warm-up
 LONG_TEXTS = ("rolling", "truncate", "error")
@@ -26,14 +33,14 @@ class ImportConfig:
     """Options of one import (see `import_checkpoints` for the model, revisions and store)."""
 
     probe: object = None
-    """A ProbeSet, a ProbeSet JSON path, a store whose probe to reuse, "default", or None (the existing store's
-    probe, else ProbeSet.default())."""
+    """A ProbeSet, a ProbeSet JSON path, a store whose probe to reuse, "default", or None (the existing
+    store's probe, else ProbeSet.default())."""
     layers: str = "all"
     """ "all" (logit lens at every layer) or "last"."""
     shard: str | tuple[int, int] | None = None
     """ "i/n": import only the i-th of n contiguous parts of the step-sorted revisions (a scheduler's job)."""
     window: int = 10
-    """Exact squared weight distances to this many previous revisions (window x n_params x 4 bytes); 0: none."""
+    """Exact squared weight distances to this many previous revisions (window x params x 4 bytes); 0: none."""
     sketch_k: int = 4096
     """WeightSketch size (0: none)."""
     sketch_seed: int = 0
@@ -42,7 +49,7 @@ class ImportConfig:
     dtype: str = "float32"
     """Model dtype for scoring ("float32" gives reference numbers)."""
     long_texts: str = "rolling"
-    """Texts longer than the context: "rolling" (sliding window, every token scored once), "truncate", "error"."""
+    """Texts longer than the context: "rolling" (sliding window, each token once), "truncate", "error"."""
     stride: int | None = None
     """Sliding-window stride (default: half the context)."""
     lens_dtype: str | None = None
@@ -52,7 +59,7 @@ class ImportConfig:
     max_steps: int | None = None
     """Recorded in meta; None: 143000 for a Pythia model, else unknown."""
     parent: str | None = None
-    """ "STORE[@STEP]": the store (and step, default its last) this model was derived from (meta["lineage"])."""
+    """ "STORE[@STEP]": the store (and step, default its last) this model derives from (meta["lineage"])."""
     cache_dir: str | os.PathLike | None = None
     """The HF cache (default $HF_HUB_CACHE). On a cluster: node-local disk, with clean_cache."""
     offline: bool | None = None
@@ -71,7 +78,7 @@ class ImportConfig:
     """Ray tasks (contiguous shards) with executor="ray"; None: as many as the cluster runs at once (its CPUs
     / torch threads per task, or its GPUs with a CUDA device), at most one per revision."""
     ray_address: str | None = None
-    """An existing Ray cluster ("auto", "ray://HOST:10001"); None starts a local one (or uses a connected one)."""
+    """A Ray cluster to join ("auto", "ray://HOST:10001"); None: the connected one, else a new local one."""
     max_retries: int = 3
     """Times Ray reruns a shard whose worker died (the rerun resumes from the shard's store)."""
 
@@ -79,16 +86,22 @@ class ImportConfig:
         if self.layers not in ("all", "last"):
             raise ValueError(f"layers must be 'all' or 'last', got {self.layers!r}")
         if self.window < 0 or self.sketch_k < 0:
-            raise ValueError(f"window and sketch_k must be >= 0 (0: none), got {self.window} and {self.sketch_k}")
+            raise ValueError(
+                f"window and sketch_k must be >= 0 (0: none), got {self.window} and {self.sketch_k}"
+            )
         if self.long_texts not in LONG_TEXTS:
             raise ValueError(f"long_texts must be one of {', '.join(LONG_TEXTS)}, got {self.long_texts!r}")
         if self.stride is not None and (self.long_texts != "rolling" or self.stride < 1):
-            raise ValueError(f"stride={self.stride} needs long_texts='rolling' and stride >= 1 (got long_texts="
-                             f"{self.long_texts!r}); drop --stride or fix it")
+            raise ValueError(
+                f"stride={self.stride} needs long_texts='rolling' and stride >= 1 (got long_texts="
+                f"{self.long_texts!r}); drop --stride or fix it"
+            )
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if (self.workers is not None and self.workers < 1) or self.max_retries < 0:
-            raise ValueError(f"need workers >= 1 and max_retries >= 0, got {self.workers} and {self.max_retries}")
+            raise ValueError(
+                f"need workers >= 1 and max_retries >= 0, got {self.workers} and {self.max_retries}"
+            )
         if self.executor == "ray" and self.shard is not None:
             raise ValueError("--shard and --executor ray both split the revisions; pass one of them")
         for name in ("warmup_steps", "max_steps"):
@@ -103,8 +116,10 @@ class ImportConfig:
         return dataclasses.replace(self, **overrides)
 
     def schedule_for(self, pythia: bool) -> tuple[int | None, int | None]:
-        """(warmup_steps, max_steps) to record: the given ones, else Pythia's for a Pythia model, else None."""
-        warmup = self.warmup_steps if self.warmup_steps is not None else PYTHIA_WARMUP_STEPS if pythia else None
+        """(warmup_steps, max_steps) to record: the given ones, else Pythia's for a Pythia model, else None"""
+        warmup = (
+            self.warmup_steps if self.warmup_steps is not None else PYTHIA_WARMUP_STEPS if pythia else None
+        )
         total = self.max_steps if self.max_steps is not None else PYTHIA_MAIN_STEP if pythia else None
         return warmup, total
 
@@ -152,6 +167,29 @@ def import_probe(probe: ProbeSet | str | os.PathLike | None, existing: Trajector
     return chosen
 
 
+def check_resumable(store: TrajectoryStore, ref: ModelRef, cfg: ImportConfig) -> None:
+    """Refuse to append to a store written by another model or with other settings (one line)."""
+    from trajlab.sketch import WeightSketch
+
+    meta = store.meta
+    importer = meta.get("config", {}).get("importer")
+    spec, sketch_spec = meta.get("weights", {}).get("sketch"), None
+    if cfg.sketch_k:
+        sketch_spec = WeightSketch(cfg.sketch_k, cfg.sketch_seed).spec
+    long_texts = (meta.get("scoring") or {}).get("long_texts")
+    problem = (
+        "it was not written by trajlab import" if importer is None
+        else f"it holds model {meta['model']}, not {ref.name}" if meta["model"] != ref.name
+        else f"it was scored with layers={importer['layers']!r}" if importer["layers"] != cfg.layers
+        else f"its weight sketch is {spec}, not {sketch_spec}" if spec != sketch_spec
+        else f"it was scored with long_texts={long_texts!r}, not {cfg.long_texts!r}"
+        if long_texts not in (None, cfg.long_texts)
+        else None
+    )  # fmt: skip
+    if problem:
+        raise ValueError(f"cannot resume {store.path}: {problem}; write to a new --out")
+
+
 def parse_parent(spec: str) -> tuple[Path, int | None]:
     """("STORE", None) or ("STORE", STEP) from "STORE[@STEP]"."""
     m = re.fullmatch(r"(.+?)(?:@(\d+))?", str(spec))
@@ -162,7 +200,7 @@ def lineage_from_parent(spec: str) -> dict:
     """meta["lineage"] of a store derived from the parent "STORE[@STEP]": the parent's root and snapshot.
 
     Raises:
-        ValueError: the parent is not a store, holds no snapshot, or lacks STEP (one line saying what to pass).
+        ValueError: the parent is not a store, holds no snapshot, or lacks STEP (one line: what to pass).
     """
     from trajlab.store import TrajectoryStore
 
@@ -173,7 +211,9 @@ def lineage_from_parent(spec: str) -> dict:
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"--parent {spec}: {e}; pass STORE[@STEP] naming an existing store") from None
     if not steps:
-        raise ValueError(f"--parent {spec}: the store holds no snapshot; name a store with the parent's steps")
+        raise ValueError(
+            f"--parent {spec}: the store holds no snapshot; name a store with the parent's steps"
+        )
     if step is not None and step not in steps:
         near = sorted(steps, key=lambda s: abs(s - step))[:3]
         raise ValueError(f"--parent {spec}: step {step} is not in {path}; nearest stored: {near}")
@@ -187,7 +227,10 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--probe", dict(help="ProbeSet JSON, a store whose probe to reuse, or 'default'")),
     ("--layers", dict(choices=("all", "last"))),
     ("--shard", dict(help="i/n: the i-th of n contiguous parts of the revisions (0-based)")),
-    ("--window", dict(type=int, help="exact weight distances to this many previous revisions (x params x 4 B)")),
+    (
+        "--window",
+        dict(type=int, help="exact weight distances to this many previous revisions (x params x 4 B)"),
+    ),
     ("--sketch-k", dict(type=int, help="weight sketch size (0: none)")),
     ("--batch-size", dict(type=int)),
     ("--device", dict()),

@@ -1,4 +1,5 @@
-"""`trajlab import --dry-run`: what an import will download, hold on disk and in memory, and take per worker count.
+"""`trajlab import --dry-run`: what an import downloads, holds on disk and in memory, and takes per worker
+count.
 
 Nothing is downloaded or written and neither torch nor huggingface_hub is imported. Sizes come from the model:
 Pythia sizes from their published shapes (weights served as fp16: 2 bytes per parameter), a local folder or an
@@ -80,7 +81,9 @@ def dry_run(model, revisions, out, cfg: ImportConfig | None = None, gflops: floa
     lines = [f"{ref.name}: {len(names)} revision(s): {', '.join(shown)} -> {out}"]
     shape = _shape(ref)
     if shape is None:
-        return "\n".join([*lines, "sizes unknown offline (not a Pythia model or a local folder): no estimate"])
+        return "\n".join(
+            [*lines, "sizes unknown offline (not a Pythia model or a local folder): no estimate"]
+        )
     probe = import_probe(cfg.probe, None)
     n_texts, tokens = len(probe), float(np.sum(probe.n_bytes)) / BYTES_PER_TOKEN
     n, layers, d, vocab, dl = (shape[k] for k in ("n_params", "layers", "d", "vocab", "download"))
@@ -94,13 +97,14 @@ def dry_run(model, revisions, out, cfg: ImportConfig | None = None, gflops: floa
     store = len(names) * (rows * n_texts * 8 + cfg.sketch_k * 8)
     pre = max(cfg.window, 1)
     lines += [
-        f"~{n:,} parameters, {layers} layers -> {rows} LL row(s) x {n_texts} texts (~{tokens:,.0f} tokens) per "
-        f"revision; store ~{store / 2**20:,.1f} MiB",
+        f"~{n:,} parameters, {layers} layers -> {rows} LL row(s) x {n_texts} texts (~{tokens:,.0f} tokens) "
+        f"per revision; store ~{store / 2**20:,.1f} MiB",
         f"download ~{dl / GIB:.2f} GiB per revision, ~{len(names) * dl / GIB:,.1f} GiB in all; disk without "
         f"--clean-cache ~{len(names) * dl / GIB:,.1f} GiB (the HF cache keeps every revision)",
-        f"per revision ~{per_rev:,.0f} s: download at {BANDWIDTH_MB_S:.0f} MB/s (assumed) + {flops / 1e12:,.1f} "
-        f"TFLOP at {rate:,.0f} GFLOP/s ({'assumed GPU' if gpu else 'fp32 matmul measured here'})",
-        "workers | revisions per task (own + preloaded) | disk with --clean-cache | memory per worker | wall time",
+        f"per revision ~{per_rev:,.0f} s: download at {BANDWIDTH_MB_S:.0f} MB/s (assumed) + "
+        f"{flops / 1e12:,.1f} TFLOP at {rate:,.0f} GFLOP/s ({'assumed GPU' if gpu else 'fp32 matmul measured here'})",
+        "workers | revisions per task (own + preloaded) | disk with --clean-cache | memory per worker | "
+        "wall time",
     ]
     for w in sorted({*WORKER_COUNTS, *([cfg.workers] if cfg.workers else [])}):
         if w > len(names):
@@ -108,8 +112,10 @@ def dry_run(model, revisions, out, cfg: ImportConfig | None = None, gflops: floa
         own = math.ceil(len(names) / w)
         extra = min(pre, len(names) - own) if w > 1 else 0
         disk = w * dl  # one revision in flight per task
-        lines.append(f"{w:>7} | {own:>4} + {extra:<3} | {disk / GIB:,.1f} GiB | {memory / GIB:,.1f} GiB | "
-                     f"{_duration((own + extra) * per_rev)}")
+        lines.append(
+            f"{w:>7} | {own:>4} + {extra:<3} | {disk / GIB:,.1f} GiB | {memory / GIB:,.1f} GiB | "
+            f"{_duration((own + extra) * per_rev)}"
+        )
     return "\n".join(lines)
 
 

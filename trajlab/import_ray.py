@@ -11,11 +11,13 @@ Every task sets the driver's torch thread count, so scores are bitwise those of 
 Resume: STORE.shards/plan.json keeps the split; a finished shard leaves <i>.done.json and is skipped on a
 rerun; a half-done shard continues from its own store (also when Ray retries a task whose worker died,
 `max_retries`). After the merge, STORE.shards is removed. Limits: a duplicate of a revision more than
-max(window, 1) revisions before its shard is scored again (same rows, no "duplicate" note); with
-`clean_cache` online, a preloaded revision is downloaded twice (by its shard and by the next one).
+max(window, 1) revisions before its shard is scored again (same rows, no "duplicate" note). With `clean_cache`
+online, every task downloads into a cache of its own (HF_HUB_CACHE/trajlab-task-*, removed when it ends), so
+one task's deletions never pull files from under another; a preloaded revision is downloaded twice.
 
 Test and debugging hook: with TRAJLAB_RAY_HOLD=PATH in the driver's environment, every task waits after each
-revision of its own while PATH exists (to stop a task at a known point); <i>.pid names the process running shard i.
+revision of its own while PATH exists (to stop a task at a known point); <i>.pid names the process running
+shard i.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import warnings
 from pathlib import Path
 
 from trajlab.checkpoints import ModelRef
-from trajlab.import_config import ImportConfig, ImportResult, import_probe
+from trajlab.import_config import ImportConfig, ImportResult, check_resumable, import_probe
 from trajlab.merge import merge_stores
 from trajlab.revisions import shard_part
 from trajlab.store import TrajectoryStore
@@ -41,21 +43,39 @@ def _ray():
         import ray
     except ImportError:
         raise RuntimeError(
-            "--executor ray needs Ray, which is not installed: pip install 'trajlab[ray]' (or pip install ray), "
-            "or drop --executor ray to import in this process"
+            "--executor ray needs Ray, which is not installed: pip install 'trajlab[ray]' (or pip install "
+            "ray), or drop --executor ray to import in this process"
         ) from None
     return ray
 
 
-def _shard_task(ref: ModelRef, part: Plan, preload: Plan, folder: Path, i: int,
-                cfg: ImportConfig, threads: int, hold: str | None) -> ImportResult:
+def _shard_task(
+    ref: ModelRef,
+    part: Plan,
+    preload: Plan,
+    folder: Path,
+    i: int,
+    cfg: ImportConfig,
+    threads: int,
+    hold: str | None,
+) -> ImportResult:
     """One shard, in a Ray worker: the driver's thread count, a pid file, the import, a done file."""
+    import dataclasses
+    import hashlib
+
     import torch
 
-    from trajlab.importers import run_import
+    from trajlab.importers import reads_cache_only, run_import
 
     torch.set_num_threads(threads)
     (folder / f"{i}.pid").write_text(str(os.getpid()))
+    private = None
+    if cfg.clean_cache and not reads_cache_only(ref, cfg):  # a cache of its own: deletions never race
+        from huggingface_hub import constants
+
+        tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+        private = Path(ref.cache_dir or constants.HF_HUB_CACHE) / f"trajlab-task-{tag}-{i}"
+        ref, cfg = dataclasses.replace(ref, cache_dir=private), cfg.replace(cache_dir=private)
 
     own = {s for s, _ in part}
 
@@ -64,6 +84,8 @@ def _shard_task(ref: ModelRef, part: Plan, preload: Plan, folder: Path, i: int,
             time.sleep(0.05)
 
     result = run_import(ref, part, folder / str(i), cfg, preload, on_revision=wait_while_held)
+    if private is not None:
+        shutil.rmtree(private, ignore_errors=True)
     tmp = folder / f".{i}.done.json.tmp"
     tmp.write_text(json.dumps({"imported": result.imported, "failed": result.failed}))
     os.replace(tmp, folder / f"{i}.done.json")
@@ -75,8 +97,10 @@ def _stored(out: Path) -> tuple[TrajectoryStore | None, Plan]:
     if not (out / "meta.json").is_file():
         return None, []
     store = TrajectoryStore.open(out)
-    return store, [(int(s), store.snapshot_info(int(s))["info"].get("checkpoint", {}).get("revision", ""))
-                   for s in store.steps]
+    return store, [
+        (int(s), store.snapshot_info(int(s))["info"].get("checkpoint", {}).get("revision", ""))
+        for s in store.steps
+    ]
 
 
 def _split(folder: Path, ref: ModelRef, todo: Plan, workers: int) -> list[Plan]:
@@ -87,8 +111,8 @@ def _split(folder: Path, ref: ModelRef, todo: Plan, workers: int) -> list[Plan]:
         parts = [[(int(s), n) for s, n in part] for part in plan["parts"]]
         if plan["model"] != ref.name or sorted(x for p in parts for x in p) != todo:
             raise ValueError(
-                f"{folder} holds an unfinished Ray import of other revisions; rerun it with the same model and "
-                f"--revisions to finish it, or delete {folder}"
+                f"{folder} holds an unfinished Ray import of other revisions; rerun it with the same model "
+                f"and --revisions to finish it, or delete {folder}"
             )
         return parts
     parts = [p for p in (shard_part(todo, i, workers) for i in range(workers)) if p]
@@ -102,7 +126,9 @@ def _resources(ray, cfg: ImportConfig, threads: int, n_todo: int) -> tuple[int, 
     if cfg.device is not None and str(cfg.device).startswith("cuda"):
         opts, fit = {"num_gpus": 1}, int(ray.cluster_resources().get("GPU", 0))
         if fit < 1:
-            raise RuntimeError(f"--device {cfg.device}: the Ray cluster has no GPU; drop --device or add GPU nodes")
+            raise RuntimeError(
+                f"--device {cfg.device}: the Ray cluster has no GPU; drop --device or add GPU nodes"
+            )
     else:
         per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
         cpus = max(1, min(threads, int(per_node)))
@@ -116,17 +142,12 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
     import torch
     from tqdm.auto import tqdm
 
-    from trajlab.importers import _check_resumable
-
     existing, sequence = _stored(out)
     result = ImportResult(out)
     try:
         probe = import_probe(cfg.probe, existing)
         if existing is not None:
-            from trajlab.sketch import WeightSketch
-
-            spec = WeightSketch(cfg.sketch_k, cfg.sketch_seed).spec if cfg.sketch_k else None
-            _check_resumable(existing, ref, cfg.layers, spec)
+            check_resumable(existing, ref, cfg)
     finally:
         if existing is not None:
             existing.close()
@@ -136,8 +157,11 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
     late = [n for s, n in plan if s not in done_steps and s < last]
     if late:
         result.failed = {n: f"below the store's last step {last}" for n in late}
-        warnings.warn(f"{len(late)} revision(s) ({', '.join(late[:5])}) lie below the last step {last} of {out}, "
-                      "where nothing can be inserted; import them into another store and merge", stacklevel=3)
+        warnings.warn(
+            f"{len(late)} revision(s) ({', '.join(late[:5])}) lie below the last step {last} of {out}, "
+            "where nothing can be inserted; import them into another store and merge",
+            stacklevel=3,
+        )
     todo = [(s, n) for s, n in plan if s > last]
     if not todo:
         return result
@@ -149,18 +173,30 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
     parts = _split(folder, ref, todo, workers)
     n_pre = max(cfg.window, 1)
     full = sequence + todo
-    preloads = [full[full.index(p[0]) - n_pre if full.index(p[0]) >= n_pre else 0 : full.index(p[0])]
-                for p in parts]
+    preloads = [
+        full[full.index(p[0]) - n_pre if full.index(p[0]) >= n_pre else 0 : full.index(p[0])] for p in parts
+    ]
     task_cfg = cfg.replace(probe=probe, progress=False, executor="local", workers=None)
     remote = ray.remote(_shard_task).options(**task_opts)
     refs = {}
     for i, part in enumerate(parts):
         if not (folder / f"{i}.done.json").is_file():
-            refs[i] = remote.remote(ref, part, preloads[i], folder, i,
-                                    task_cfg.replace(shard=(i, len(parts))), threads,
-                                    os.environ.get("TRAJLAB_RAY_HOLD"))
-    bar = tqdm(total=len(todo), desc=f"import {ref.run_name} ({len(parts)} Ray tasks)", unit="rev",
-               disable=not cfg.progress)
+            refs[i] = remote.remote(
+                ref,
+                part,
+                preloads[i],
+                folder,
+                i,
+                task_cfg.replace(shard=(i, len(parts))),
+                threads,
+                os.environ.get("TRAJLAB_RAY_HOLD"),
+            )
+    bar = tqdm(
+        total=len(todo),
+        desc=f"import {ref.run_name} ({len(parts)} Ray tasks)",
+        unit="rev",
+        disable=not cfg.progress,
+    )
     pending = list(refs.values())
     try:
         while pending:
@@ -170,22 +206,32 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
             ray.get(r)  # raises the task's own error, or Ray's after max_retries
     except ray.exceptions.RayTaskError as e:
         cause = getattr(e, "cause", None)
-        raise cause if isinstance(cause, (ValueError, OSError, RuntimeError)) else RuntimeError(str(e)) from None
+        raise (
+            cause if isinstance(cause, (ValueError, OSError, RuntimeError)) else RuntimeError(str(e))
+        ) from None
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as e:
-        raise RuntimeError(f"a Ray shard failed after {cfg.max_retries} retries ({type(e).__name__}); "
-                           f"rerun the same command to resume from {folder}") from None
+        raise RuntimeError(
+            f"a Ray shard failed after {cfg.max_retries} retries ({type(e).__name__}); "
+            f"rerun the same command to resume from {folder}"
+        ) from None
     finally:
         bar.close()
     for i in range(len(parts)):  # failures; what landed is read from the merged store (a retried task
         result.failed |= json.loads((folder / f"{i}.done.json").read_text())["failed"]  # skips its own)
-    _merge_into(out, [folder / str(i) for i in range(len(parts)) if (folder / str(i) / "meta.json").is_file()],
-                existing is not None)
+    _merge_into(
+        out,
+        [folder / str(i) for i in range(len(parts)) if (folder / str(i) / "meta.json").is_file()],
+        existing is not None,
+    )
     new = {s for s, _ in todo}
     if (out / "meta.json").is_file():
         with TrajectoryStore.open(out) as merged:
             result.imported = [int(s) for s in merged.steps if int(s) in new]
-            result.duplicates = {n["payload"]["step"]: n["payload"]["duplicate_of"]
-                                 for n in merged.notes("duplicate") if n["payload"]["step"] in new}
+            result.duplicates = {
+                n["payload"]["step"]: n["payload"]["duplicate_of"]
+                for n in merged.notes("duplicate")
+                if n["payload"]["step"] in new
+            }
     shutil.rmtree(folder)
     return result
 

@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trajlab.checkpoints import (
     Checkpoint,
@@ -49,6 +50,7 @@ from trajlab.import_config import (
     ImportConfig,
     ImportResult,
     add_arguments,
+    check_resumable,
     from_args,
     import_probe,
     lineage_from_parent,
@@ -56,6 +58,9 @@ from trajlab.import_config import (
 from trajlab.merge import merge_main, merge_stores, snapshot_array
 from trajlab.revisions import expand_revisions, parse_shard, revision_steps, shard_part
 from trajlab.store import TrajectoryStore
+
+if TYPE_CHECKING:
+    from trajlab.probe import ProbeSet
 
 __all__ = ["ImportConfig", "ImportResult", "import_checkpoints", "import_main", "merge_main", "merge_stores"]
 
@@ -205,7 +210,8 @@ class _Importer:
         if dup_of is None:
             t1 = time.perf_counter()
             rows, sinfo = score_model(model, tok, self.probe, self.layers, batch_size=self.cfg.batch_size,
-                                      progress=self.cfg.progress, return_info=True, **self.score_kwargs)  # (R, N)
+                                      progress=self.cfg.progress, return_info=True, **self.score_kwargs)
+            # rows: (R, N)
             score_s = time.perf_counter() - t1
             n_tokens = int((sinfo.n_tokens + 1).sum())  # tokens through the forward, unscored first ones too
             info |= {"score_s": round(score_s, 3), "n_tokens": n_tokens, "n_truncated": sinfo.n_truncated,
@@ -274,8 +280,9 @@ def import_checkpoints(
             window=0, executor="ray") change single fields of it.
 
     Raises:
-        ValueError: bad revisions, layers, shard, window, options; a probe differing from the existing store's;
-            an existing store written with other settings. RefusedCheckpointError: see trajlab.checkpoints.
+        ValueError: bad revisions, layers, shard, window, options; a probe differing from the existing
+            store's; an existing store written with other settings.
+        RefusedCheckpointError: see trajlab.checkpoints.
         FileNotFoundError: a missing model path, or (offline) revisions missing from the cache.
         TypeError: an unknown option name.
     """
@@ -298,6 +305,11 @@ def import_checkpoints(
     return run_import(ref, plan, Path(out), cfg)
 
 
+def reads_cache_only(ref: ModelRef, cfg: ImportConfig) -> bool:
+    """Whether the revisions come from local files only (no download)."""
+    return ref.kind != "hub" or ref.cache_only or (hub_offline() if cfg.offline is None else cfg.offline)
+
+
 def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: ImportConfig,
                preload: Sequence[tuple[int, str]] = (),
                on_revision: Callable[[int], None] | None = None) -> ImportResult:
@@ -305,14 +317,14 @@ def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: Impor
     `_Importer`; the result leaves them out); `on_revision(step)` runs after each revision."""
     from tqdm.auto import tqdm
 
-    local = ref.kind != "hub" or ref.cache_only or (hub_offline() if cfg.offline is None else cfg.offline)
+    local = reads_cache_only(ref, cfg)
     existing = TrajectoryStore.open(out, writable=True) if (out / "meta.json").is_file() else None
     imp: _Importer | None = None
     try:
         imp = _Importer(ref, out, import_probe(cfg.probe, existing), existing, cfg,
                         frozenset(s for s, _ in preload), local)
         if existing is not None:
-            _check_resumable(existing, ref, cfg.layers, imp.sketch_spec)
+            check_resumable(existing, ref, cfg)
         todo = _todo(imp, sorted({*preload, *plan}))
         ckpts = imp.resolved_all(todo) if local else [None] * len(todo)
         if todo:
@@ -332,21 +344,6 @@ def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: Impor
         for store in (existing, imp and imp.store):
             if store is not None:
                 store.close()
-
-
-def _check_resumable(store: TrajectoryStore, ref: ModelRef, layers: str, sketch_spec: dict | None) -> None:
-    meta = store.meta
-    importer = meta.get("config", {}).get("importer")
-    spec = meta.get("weights", {}).get("sketch")
-    problem = (
-        "it was not written by trajlab import" if importer is None
-        else f"it holds model {meta['model']}, not {ref.name}" if meta["model"] != ref.name
-        else f"it was scored with layers={importer['layers']!r}" if importer["layers"] != layers
-        else f"its weight sketch is {spec}, not {sketch_spec}" if spec != sketch_spec
-        else None
-    )  # fmt: skip
-    if problem:
-        raise ValueError(f"cannot resume {store.path}: {problem}; write to a new --out")
 
 
 def _todo(imp: _Importer, plan: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -381,7 +378,7 @@ def import_main(argv: list[str]) -> int:
     p.add_argument("--revisions", help="comma list, 'pythia' (all 154) or a range stepA-stepB (default main)")
     p.add_argument("--out", required=True, help="store folder (created, or resumed)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the revisions, download, disk, memory and wall time per worker count; touch nothing")
+                   help="print revisions, download, disk, memory, wall time per worker count; touch nothing")
     add_arguments(p)
     args = p.parse_args(argv)
     model, revisions, out, dry = args.model, args.revisions, args.out, args.dry_run
