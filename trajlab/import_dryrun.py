@@ -92,6 +92,7 @@ def dry_run(model, revisions, out, cfg: ImportConfig | None = None, gflops: floa
     gpu = cfg.device is not None and str(cfg.device).startswith("cuda")
     rate = GPU_TFLOPS * 1e3 if gpu else (gflops or measured_gflops())
     per_rev = dl / (BANDWIDTH_MB_S * 1e6) + flops / (rate * 1e9)
+    how_fast = "assumed GPU" if gpu else "fp32 matmul measured here"
     width = 2 if cfg.dtype in ("bfloat16", "float16") else 4
     memory = n * width + (cfg.window + 1) * 4 * n if cfg.window else n * width
     store = len(names) * (rows * n_texts * 8 + cfg.sketch_k * 8)
@@ -102,7 +103,7 @@ def dry_run(model, revisions, out, cfg: ImportConfig | None = None, gflops: floa
         f"download ~{dl / GIB:.2f} GiB per revision, ~{len(names) * dl / GIB:,.1f} GiB in all; disk without "
         f"--clean-cache ~{len(names) * dl / GIB:,.1f} GiB (the HF cache keeps every revision)",
         f"per revision ~{per_rev:,.0f} s: download at {BANDWIDTH_MB_S:.0f} MB/s (assumed) + "
-        f"{flops / 1e12:,.1f} TFLOP at {rate:,.0f} GFLOP/s ({'assumed GPU' if gpu else 'fp32 matmul measured here'})",
+        f"{flops / 1e12:,.1f} TFLOP at {rate:,.0f} GFLOP/s ({how_fast})",
         "workers | revisions per task (own + preloaded) | disk with --clean-cache | memory per worker | "
         "wall time",
     ]
