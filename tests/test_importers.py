@@ -224,7 +224,8 @@ def test_shards_merged_equal_an_unsharded_import(tmp_path, cache):
     TrajectoryStore.create(
         tmp_path / "p2",
         probe=other_probe,
-        meta=ref.meta | {"probe_fingerprint": other_probe.fingerprint, "n_texts": 3},
+        meta={k: v for k, v in ref.meta.items() if k != "scoring"}  # its n_tokens are per text of the probe
+        | {"probe_fingerprint": other_probe.fingerprint, "n_texts": 3},
         n_layers=2,
     ).close()
     with pytest.raises(ValueError, match="probe fingerprint"):
