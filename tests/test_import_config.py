@@ -32,7 +32,7 @@ def test_config_object_and_keywords_give_the_same_store(tmp_path, hub):
     cfg = ImportConfig(window=3, sketch_k=64, progress=False, cache_dir=hub, probe=PROBE)
     a = import_checkpoints(REPO, "step2,step4", tmp_path / "a", config=cfg)
     b = import_checkpoints(REPO, "step2,step4", tmp_path / "b", PROBE, cache_dir=hub, **FAST)
-    c = import_checkpoints(REPO, "step2,step4", tmp_path / "c", config=cfg.replace(window=0), window=3)
+    c = import_checkpoints(REPO, "step2,step4", tmp_path / "c", cfg.replace(window=0), window=3)
     assert a.imported == b.imported == c.imported == [2, 4]
     sa, sb, sc = (TrajectoryStore.open(tmp_path / x) for x in "abc")
     assert np.array_equal(sa.loglik_all(), sb.loglik_all()) and np.array_equal(

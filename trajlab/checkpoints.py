@@ -159,6 +159,12 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
 
 
+def local_only(ref: ModelRef, offline: bool | None) -> bool:
+    """Whether revisions come from local files only (a folder, a GGUF file, a cache folder, or offline;
+    `offline` None follows HF_HUB_OFFLINE)."""
+    return ref.kind != "hub" or ref.cache_only or (hub_offline() if offline is None else offline)
+
+
 def _cache_dir(ref: ModelRef) -> Path:
     from huggingface_hub import constants
 

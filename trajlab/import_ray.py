@@ -65,12 +65,13 @@ def _shard_task(
 
     import torch
 
-    from trajlab.importers import reads_cache_only, run_import
+    from trajlab.checkpoints import local_only
+    from trajlab.importers import run_import
 
     torch.set_num_threads(threads)
     (folder / f"{i}.pid").write_text(str(os.getpid()))
     private = None
-    if cfg.clean_cache and not reads_cache_only(ref, cfg):  # a cache of its own: deletions never race
+    if cfg.clean_cache and not local_only(ref, cfg.offline):  # a cache of its own: deletions never race
         from huggingface_hub import constants
 
         tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
@@ -173,9 +174,8 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
     parts = _split(folder, ref, todo, workers)
     n_pre = max(cfg.window, 1)
     full = sequence + todo
-    preloads = [
-        full[full.index(p[0]) - n_pre if full.index(p[0]) >= n_pre else 0 : full.index(p[0])] for p in parts
-    ]
+    starts = [full.index(part[0]) for part in parts]
+    preloads = [full[max(0, k - n_pre) : k] for k in starts]  # the revisions just before each shard
     task_cfg = cfg.replace(probe=probe, progress=False, executor="local", workers=None)
     remote = ray.remote(_shard_task).options(**task_opts)
     refs = {}
@@ -209,15 +209,16 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
         raise (
             cause if isinstance(cause, (ValueError, OSError, RuntimeError)) else RuntimeError(str(e))
         ) from None
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as e:
+    except ray.exceptions.RayError as e:  # a worker that kept dying, a lost node, ...
         raise RuntimeError(
             f"a Ray shard failed after {cfg.max_retries} retries ({type(e).__name__}); "
             f"rerun the same command to resume from {folder}"
         ) from None
     finally:
         bar.close()
-    for i in range(len(parts)):  # failures; what landed is read from the merged store (a retried task
-        result.failed |= json.loads((folder / f"{i}.done.json").read_text())["failed"]  # skips its own)
+    # failures from the done files; what landed from the merged store (a retried task skips its own)
+    for i in range(len(parts)):
+        result.failed |= json.loads((folder / f"{i}.done.json").read_text())["failed"]
     _merge_into(
         out,
         [folder / str(i) for i in range(len(parts)) if (folder / str(i) / "meta.json").is_file()],

@@ -39,8 +39,8 @@ from trajlab.checkpoints import (
     RefusedCheckpointError,
     cached_commit,
     delete_from_cache,
-    hub_offline,
     load_checkpoint,
+    local_only,
     missing_message,
     model_ref,
     resolve_checkpoint,
@@ -275,7 +275,8 @@ def import_checkpoints(
         revisions: "step0,step1000,main", "pythia" (all 154), "step1000-step10000", a list, or None ("main").
             A folder or GGUF file holds one revision (its name sets the step: stepN -> N, else 0).
         out: the store; created, or resumed if it exists (steps already there are skipped).
-        probe, layers, shard: shorthands for the ImportConfig fields of those names.
+        probe, layers, shard: shorthands for the ImportConfig fields of those names (an ImportConfig in
+            the place of `probe` is taken as `config`).
         config: the options (`ImportConfig`; default ImportConfig()); `overrides` (field names, e.g.
             window=0, executor="ray") change single fields of it.
 
@@ -286,6 +287,8 @@ def import_checkpoints(
         FileNotFoundError: a missing model path, or (offline) revisions missing from the cache.
         TypeError: an unknown option name.
     """
+    if isinstance(probe, ImportConfig):
+        config, probe = probe, None
     given = {k: v for k, v in (("probe", probe), ("layers", layers), ("shard", shard)) if v is not None}
     cfg = (config or ImportConfig()).replace(**given, **overrides)
     ref = model_ref(model, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir)
@@ -305,11 +308,6 @@ def import_checkpoints(
     return run_import(ref, plan, Path(out), cfg)
 
 
-def reads_cache_only(ref: ModelRef, cfg: ImportConfig) -> bool:
-    """Whether the revisions come from local files only (no download)."""
-    return ref.kind != "hub" or ref.cache_only or (hub_offline() if cfg.offline is None else cfg.offline)
-
-
 def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: ImportConfig,
                preload: Sequence[tuple[int, str]] = (),
                on_revision: Callable[[int], None] | None = None) -> ImportResult:
@@ -317,7 +315,7 @@ def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: Impor
     `_Importer`; the result leaves them out); `on_revision(step)` runs after each revision."""
     from tqdm.auto import tqdm
 
-    local = reads_cache_only(ref, cfg)
+    local = local_only(ref, cfg.offline)
     existing = TrajectoryStore.open(out, writable=True) if (out / "meta.json").is_file() else None
     imp: _Importer | None = None
     try:
