@@ -29,7 +29,12 @@ demo: install
 chromium:
 	@bash scripts/ensure_chromium.sh
 
-test: install chromium
+# The Ray import tests need the optional extra; the demo's install does not.
+$(BIN)/.installed-ray: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e ".[ray]"
+	touch $@
+
+test: install chromium $(BIN)/.installed-ray
 	$(BIN)/python -m pytest -q -m "not slow"
 	$(BIN)/python -m pytest -q -m slow; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 

@@ -17,28 +17,9 @@ import sys
 from pathlib import Path
 
 from trajlab.checkpoints import ModelRef, model_ref
+from trajlab.import_dryrun import PYTHIA_SIZES as SIZES
+from trajlab.import_dryrun import pythia_params as n_params
 from trajlab.revisions import expand_revisions
-
-# Pythia sizes: (layers, d_model); embedding rows padded to 50304 (approximate for 6.9b and 12b)
-SIZES = {
-    "14m": (6, 128),
-    "31m": (6, 256),
-    "70m": (6, 512),
-    "160m": (12, 768),
-    "410m": (24, 1024),
-    "1b": (16, 2048),
-    "1.4b": (24, 2048),
-    "2.8b": (32, 2560),
-    "6.9b": (32, 4096),
-    "12b": (36, 5120),
-}
-VOCAB = 50304
-
-
-def n_params(layers: int, d: int) -> int:
-    """GPT-NeoX parameters: untied embed + unembed, per block 12 d^2 + 13 d (QKV, out, 4x MLP, biases, 2 LN),
-    and the final LayerNorm."""
-    return 2 * VOCAB * d + layers * (12 * d * d + 13 * d) + 2 * d
 
 
 def commands(args, ref: ModelRef) -> list[list[str]]:

@@ -224,7 +224,8 @@ def test_shards_merged_equal_an_unsharded_import(tmp_path, cache):
     TrajectoryStore.create(
         tmp_path / "p2",
         probe=other_probe,
-        meta=ref.meta | {"probe_fingerprint": other_probe.fingerprint, "n_texts": 3},
+        meta={k: v for k, v in ref.meta.items() if k != "scoring"}  # its n_tokens are per text of the probe
+        | {"probe_fingerprint": other_probe.fingerprint, "n_texts": 3},
         n_layers=2,
     ).close()
     with pytest.raises(ValueError, match="probe fingerprint"):
@@ -351,6 +352,8 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, saved, cach
         import_checkpoints(REPO, ALL, out, ProbeSet.from_texts(SAMPLE_TEXTS[:3]), cache_dir=hub, **FAST)
     with pytest.raises(ValueError, match="scored with layers='all'"):
         import_checkpoints(REPO, ALL, out, None, "last", cache_dir=hub, **FAST)
+    with pytest.raises(ValueError, match="scored with long_texts='rolling', not 'truncate'; write to a new --out"):
+        import_checkpoints(REPO, ALL, out, cache_dir=hub, long_texts="truncate", **FAST)
     assert (out / "manifest.jsonl").read_bytes() == before
 
 

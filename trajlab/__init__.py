@@ -22,6 +22,7 @@ _LAZY = {
     "TrajectoryCallback": "trajlab.callback",
     "import_checkpoints": "trajlab.importers",
     "merge_stores": "trajlab.importers",
+    "ImportConfig": "trajlab.import_config",
     "build_model": "trajlab.models",
     "PRESETS": "trajlab.models",
 }

@@ -159,6 +159,12 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
 
 
+def local_only(ref: ModelRef, offline: bool | None) -> bool:
+    """Whether revisions come from local files only (a folder, a GGUF file, a cache folder, or offline;
+    `offline` None follows HF_HUB_OFFLINE)."""
+    return ref.kind != "hub" or ref.cache_only or (hub_offline() if offline is None else offline)
+
+
 def _cache_dir(ref: ModelRef) -> Path:
     from huggingface_hub import constants
 
@@ -196,9 +202,21 @@ def _pickle_refusal(source: str, weights: Sequence[str]) -> str:
 def _download(ref: ModelRef, revision: str, allow_pickle: bool, trust_remote_code: bool) -> Path:
     """Download a revision's config, tokenizer and the weights to load; returns its snapshot folder.
     A pickle-only revision is refused before anything is downloaded."""
-    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    names = [n for n in HfApi().list_repo_files(ref.name, revision=revision) if "/" not in n]
+    try:
+        names = [n for n in HfApi().list_repo_files(ref.name, revision=revision) if "/" not in n]
+    except RevisionNotFoundError:
+        raise FileNotFoundError(
+            f"{ref.name} has no revision {revision!r} on {constants.ENDPOINT} (HTTP 404): check the name "
+            "against the model's branches on the hub and drop or correct it in --revisions"
+        ) from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"no model {ref.name} on {constants.ENDPOINT} (HTTP 404): check the repo id, or log in "
+            "(`hf auth login`) if it is private or gated"
+        ) from None
     weights, pickle = _weights_in(names, ref.gguf_file)
     if pickle and not allow_pickle:
         raise RefusedCheckpointError(_pickle_refusal(f"{ref.name}@{revision}", weights))

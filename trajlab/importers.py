@@ -15,7 +15,9 @@ sketch and the exact squared distances to the previous `window` revisions that t
   skipped; the rest import. Steps in a store only increase, so import it later into another store and merge.
   Refusals (pickles without allow_pickle, not a causal LM) and offline cache misses stop the import before it
   writes anything.
-* Merging shards: trajlab.merge (`merge_stores`, `merge_main`, re-exported here).
+* Merging shards: trajlab.merge (`merge_stores`, `merge_main`, re-exported here). `executor="ray"` runs
+  the shards as Ray tasks and merges them (trajlab.import_ray); `--dry-run` sizes an import first
+  (trajlab.import_dryrun). Options: `ImportConfig` (trajlab.import_config).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trajlab.checkpoints import (
     Checkpoint,
@@ -37,59 +39,30 @@ from trajlab.checkpoints import (
     RefusedCheckpointError,
     cached_commit,
     delete_from_cache,
-    hub_offline,
     load_checkpoint,
+    local_only,
     missing_message,
     model_ref,
     resolve_checkpoint,
     weight_sha256,
 )
+from trajlab.import_config import (
+    ImportConfig,
+    ImportResult,
+    add_arguments,
+    check_resumable,
+    from_args,
+    import_probe,
+    lineage_from_parent,
+)
 from trajlab.merge import merge_main, merge_stores, snapshot_array
-from trajlab.probe import ProbeSet
 from trajlab.revisions import expand_revisions, parse_shard, revision_steps, shard_part
 from trajlab.store import TrajectoryStore
 
-__all__ = ["ImportResult", "import_checkpoints", "import_main", "merge_main", "merge_stores"]
+if TYPE_CHECKING:
+    from trajlab.probe import ProbeSet
 
-
-@dataclass
-class ImportResult:
-    """What an import did.
-
-    Attributes:
-        store: the store path.
-        imported: steps appended by this run (duplicates included).
-        duplicates: {step: the earlier step with identical weight files}.
-        skipped: steps that were already in the store.
-        failed: {revision: why it was not imported}.
-    """
-
-    store: Path
-    imported: list[int] = field(default_factory=list)
-    duplicates: dict[int, int] = field(default_factory=dict)
-    skipped: list[int] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-
-def _probe_set(probe: ProbeSet | str | os.PathLike | None, existing: TrajectoryStore | None) -> ProbeSet:
-    """The probe to score on: given, a saved ProbeSet JSON, a store's probe, or the default."""
-    if isinstance(probe, ProbeSet):
-        chosen = probe
-    elif probe is None and existing is not None:
-        chosen = ProbeSet.from_dict(existing.probe().to_dict())
-    elif probe is None or str(probe) == "default":
-        chosen = ProbeSet.default()
-    elif Path(probe).is_dir():
-        chosen = ProbeSet.from_dict(TrajectoryStore.open(probe).probe().to_dict())
-    else:
-        chosen = ProbeSet.load(probe)
-    if existing is not None and chosen.fingerprint != existing.probe_fingerprint:
-        raise ValueError(
-            f"probe fingerprint {chosen.fingerprint[:12]} differs from the probe of the existing store "
-            f"{existing.path} ({existing.probe_fingerprint[:12]}); omit --probe to reuse the store's probe, "
-            "or write to a new --out"
-        )
-    return chosen
+__all__ = ["ImportConfig", "ImportResult", "import_checkpoints", "import_main", "merge_main", "merge_stores"]
 
 
 def _weights_key(files: dict[str, str]) -> str:
@@ -98,15 +71,24 @@ def _weights_key(files: dict[str, str]) -> str:
 
 
 class _Importer:
-    """One import run: the store (created with the first scored revision), weight geometry, hashes seen."""
+    """One import run: the store (created with the first scored revision), weight geometry, hashes seen.
 
-    def __init__(self, ref: ModelRef, out: Path, probe: ProbeSet, layers: str, existing, opts: dict):
+    `preload`: steps imported only so that the next ones get their distances and duplicates (a Ray shard's
+    copy of the previous shard's last revisions): stored, but no notes and no result entries. With clean_cache
+    they leave the cache right after use only when online (the owning shard, which needs them last, downloads
+    them again if they are gone); offline, the owning shard deletes them.
+    """
+
+    def __init__(self, ref: ModelRef, out: Path, probe: ProbeSet, existing, cfg: ImportConfig,
+                 preload: frozenset[int] = frozenset(), local: bool = True):
         from trajlab.sketch import WeightHistory, WeightSketch
 
-        self.ref, self.out, self.probe, self.layers, self.opts = ref, out, probe, layers, opts
+        self.ref, self.out, self.probe, self.layers, self.cfg = ref, out, probe, cfg.layers, cfg
+        self.preload, self.local = preload, local
         self.store: TrajectoryStore | None = existing
-        self.sketcher = WeightSketch(opts["sketch_k"], opts["sketch_seed"]) if opts["sketch_k"] else None
-        self.history = WeightHistory(opts["window"]) if opts["window"] else None
+        self.sketcher = WeightSketch(cfg.sketch_k, cfg.sketch_seed) if cfg.sketch_k else None
+        self.history = WeightHistory(cfg.window) if cfg.window else None
+        self.score_kwargs = {"long_texts": cfg.long_texts, "stride": cfg.stride, "lens_dtype": cfg.lens_dtype}
         self.by_hash: dict[str, int] = {}  # weights key -> first step with those weights
         self.by_file: dict[str, int] = {}  # sha256 of one weight file -> first step with it
         self.result = ImportResult(out)
@@ -124,9 +106,9 @@ class _Importer:
         return None if self.sketcher is None else self.sketcher.spec
 
     def resolve(self, name: str, step: int, *, offline: bool) -> Checkpoint:
-        o = self.opts
-        return resolve_checkpoint(self.ref, name, step, offline=offline, allow_pickle=o["allow_pickle"],
-                                  trust_remote_code=o["trust_remote_code"])
+        c = self.cfg
+        return resolve_checkpoint(self.ref, name, step, offline=offline, allow_pickle=c.allow_pickle,
+                                  trust_remote_code=c.trust_remote_code)
 
     def resolved_all(self, todo: list[tuple[int, str]]) -> list[Checkpoint]:
         """Every revision's local files, resolved before anything is written; cache misses in one error."""
@@ -141,28 +123,35 @@ class _Importer:
         return ckpts
 
     def load(self, ckpt: Checkpoint, *, tokenizer: bool):
-        o = self.opts
-        return load_checkpoint(ckpt, dtype=o["dtype"], device=o["device"],
-                               trust_remote_code=o["trust_remote_code"], tokenizer=tokenizer)
+        c = self.cfg
+        return load_checkpoint(ckpt, dtype=c.dtype, device=c.device, trust_remote_code=c.trust_remote_code,
+                               tokenizer=tokenizer)
 
-    def _create_store(self, model, tok, n_layers: int) -> None:
+    def _create_store(self, model, tok, sinfo) -> None:
         from trajlab.tokenizer import tokenizer_meta
 
+        c = self.cfg
+        warmup, total = c.schedule_for(self.ref.pythia)
         meta = {
-            "run": self.opts["run"] or self.ref.run_name,
+            "run": c.run or self.ref.run_name,
             "model": self.ref.name,
             "tokenizer": tokenizer_meta(tok),
             "config": {
-                "importer": {"layers": self.layers, "dtype": self.opts["dtype"], "kind": self.ref.kind},
+                "importer": {"layers": self.layers, "dtype": c.dtype, "kind": self.ref.kind},
                 "model": json.loads(model.config.to_json_string()),
             },
-            "weights": {"sketch": self.sketch_spec, "window": self.opts["window"]},
+            "weights": {"sketch": self.sketch_spec, "window": c.window},
             "n_params": sum(p.numel() for p in model.parameters()),
+            "warmup_steps": warmup,
+            "max_steps": total,
             **self.ref.meta,
         }
-        if self.opts["shard"] is not None:
-            meta["shard"] = list(self.opts["shard"])
-        self.store = TrajectoryStore.create(self.out, probe=self.probe, meta=meta, n_layers=n_layers)
+        meta["scoring"] = sinfo.scoring()
+        if c.parent is not None:
+            meta["lineage"] = lineage_from_parent(c.parent)
+        if c.shard is not None:
+            meta["shard"] = list(c.shard)
+        self.store = TrajectoryStore.create(self.out, probe=self.probe, meta=meta, n_layers=sinfo.n_layers)
 
     def prime_history(self) -> None:
         """Reload the last `window` stored revisions from local files, so resumed revisions get distances."""
@@ -188,7 +177,7 @@ class _Importer:
     def fail(self, name: str, step: int, error: BaseException) -> None:
         why = f"{type(error).__name__}: {error}"
         self.result.failed[name] = why
-        if self.store is not None:
+        if self.store is not None and step not in self.preload:
             self.store.add_note("import-failed", {"revision": name, "step": step, "error": why})
         warnings.warn(f"{self.ref.name}@{name} (step {step}) was not imported: {why}. Fix it, then import it "
                       "into another store and merge (steps in a store only increase)", stacklevel=3)
@@ -220,15 +209,16 @@ class _Importer:
         info = {"checkpoint": source, "weights_sha256": key, "load_s": round(load_s, 3)}
         if dup_of is None:
             t1 = time.perf_counter()
-            rows, sinfo = score_model(model, tok, self.probe, self.layers, batch_size=self.opts["batch_size"],
-                                      progress=self.opts["progress"], return_info=True)  # (R, N)
+            rows, sinfo = score_model(model, tok, self.probe, self.layers, batch_size=self.cfg.batch_size,
+                                      progress=self.cfg.progress, return_info=True, **self.score_kwargs)
+            # rows: (R, N)
             score_s = time.perf_counter() - t1
             n_tokens = int((sinfo.n_tokens + 1).sum())  # tokens through the forward, unscored first ones too
             info |= {"score_s": round(score_s, 3), "n_tokens": n_tokens, "n_truncated": sinfo.n_truncated,
                      "tokens_per_s": round(n_tokens / max(score_s, 1e-9), 1)}
             layer_rows = list(sinfo.rows)
             if self.store is None:
-                self._create_store(model, tok, sinfo.n_layers)
+                self._create_store(model, tok, sinfo)
             what = f"scored in {score_s:.1f} s ({info['tokens_per_s']:,.0f} tokens/s)"
         else:
             rows = snapshot_array(self.store, dup_of, "ll")
@@ -243,6 +233,12 @@ class _Importer:
         dists = self.history.push(step, model) if self.history is not None else None
         self.store.append(step, rows, layers=layer_rows, probe_fingerprint=self.probe.fingerprint,
                           source=ckpt.source, weight_sketch=sketch, sq_dists=dists, info=info)
+        if step in self.preload:
+            self._remember(info, step)
+            if self.cfg.clean_cache and not self.local:
+                delete_from_cache(ckpt, self.ref)
+            log(f"{ckpt.source} -> step {step}: preloaded (the previous shard's; distances and duplicates)")
+            return
         if dup_of is not None:
             self.store.add_note("duplicate", {"step": step, "revision": name, "duplicate_of": dup_of,
                                               "weights_sha256": key})
@@ -256,7 +252,7 @@ class _Importer:
                           stacklevel=3)
         self._remember(info, step)
         self.result.imported.append(step)
-        freed = delete_from_cache(ckpt, self.ref) if self.opts["clean_cache"] else 0
+        freed = delete_from_cache(ckpt, self.ref) if self.cfg.clean_cache else 0
         log(f"{ckpt.source} -> step {step}: {what}; load {load_s:.1f} s"
             + (f"; freed {freed / 2**20:,.0f} MiB of cache" if freed else ""))
 
@@ -266,23 +262,11 @@ def import_checkpoints(
     revisions: str | Sequence[str] | None,
     out: str | os.PathLike,
     probe: ProbeSet | str | os.PathLike | None = None,
-    layers: str = "all",
+    layers: str | None = None,
     shard: str | tuple[int, int] | None = None,
     *,
-    window: int = 10,
-    sketch_k: int = 4096,
-    sketch_seed: int = 0,
-    batch_size: int = 8,
-    device: str | None = None,
-    dtype: str = "float32",
-    cache_dir: str | os.PathLike | None = None,
-    offline: bool | None = None,
-    clean_cache: bool = False,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
-    gguf_file: str | None = None,
-    run: str | None = None,
-    progress: bool = True,
+    config: ImportConfig | None = None,
+    **overrides,
 ) -> ImportResult:
     """Score revisions of a model on a probe set and append them, in step order, to the store `out`.
 
@@ -291,81 +275,73 @@ def import_checkpoints(
         revisions: "step0,step1000,main", "pythia" (all 154), "step1000-step10000", a list, or None ("main").
             A folder or GGUF file holds one revision (its name sets the step: stepN -> N, else 0).
         out: the store; created, or resumed if it exists (steps already there are skipped).
-        probe: a ProbeSet, a ProbeSet JSON path, a store folder whose probe to reuse, "default", or None (the
-            existing store's probe, else ProbeSet.default()).
-        layers: "all" (logit lens at every layer) or "last".
-        shard: "i/n": import only the i-th of n contiguous parts of the step-sorted revisions.
-        window: exact squared weight distances to this many previous revisions (memory: window x n_params x 4
-            bytes); 0 records none.
-        sketch_k, sketch_seed: the WeightSketch (recorded in meta["weights"]); sketch_k=0 records none (with
-            window=0: LL only, e.g. for a map of many unrelated models).
-        batch_size, device, dtype: scoring ("float32" gives reference numbers).
-        cache_dir: the HF cache (default huggingface_hub's: $HF_HUB_CACHE).
-        offline: read the cache only; None follows HF_HUB_OFFLINE.
-        clean_cache: delete each hub revision from the cache once stored (blobs other revisions use stay).
-        trust_remote_code, allow_pickle: opt-ins for untrusted code / pickles (see trajlab.checkpoints).
-        gguf_file: the GGUF file inside a folder or hub repo.
-        run: the store's run name (default the model's name).
-        progress: progress bars over revisions and texts, and a summary line per revision.
+        probe, layers, shard: shorthands for the ImportConfig fields of those names (an ImportConfig in
+            the place of `probe` is taken as `config`).
+        config: the options (`ImportConfig`; default ImportConfig()); `overrides` (field names, e.g.
+            window=0, executor="ray") change single fields of it.
 
     Raises:
-        ValueError: bad revisions, layers, shard, window; a probe differing from the existing store's; an
-            existing store written with other settings. RefusedCheckpointError: see trajlab.checkpoints.
+        ValueError: bad revisions, layers, shard, window, options; a probe differing from the existing
+            store's; an existing store written with other settings.
+        RefusedCheckpointError: see trajlab.checkpoints.
         FileNotFoundError: a missing model path, or (offline) revisions missing from the cache.
+        TypeError: an unknown option name.
     """
-    from tqdm.auto import tqdm
-
-    if layers not in ("all", "last"):
-        raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
-    if window < 0 or sketch_k < 0:
-        raise ValueError(f"window and sketch_k must be >= 0 (0: none), got {window} and {sketch_k}")
-    ref = model_ref(model, gguf_file=gguf_file, cache_dir=cache_dir)
+    if isinstance(probe, ImportConfig):
+        config, probe = probe, None
+    given = {k: v for k, v in (("probe", probe), ("layers", layers), ("shard", shard)) if v is not None}
+    cfg = (config or ImportConfig()).replace(**given, **overrides)
+    ref = model_ref(model, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir)
     names = expand_revisions(revisions, pythia=ref.pythia)
     if ref.kind != "hub" and len(names) > 1:
         raise ValueError(f"{ref.name} holds one revision, got {len(names)} names; pass one (or none)")
     plan = sorted(zip(revision_steps(names, pythia=ref.pythia), names, strict=True))
-    shard = parse_shard(shard) if shard is not None else None
-    plan = shard_part(plan, *shard) if shard is not None else plan
-    local = ref.kind != "hub" or ref.cache_only or (hub_offline() if offline is None else offline)
-    out = Path(out)
+    if cfg.parent is not None:
+        lineage_from_parent(cfg.parent)  # a bad parent is refused before anything is downloaded or written
+    if cfg.executor == "ray":
+        from trajlab.import_ray import import_with_ray
+
+        return import_with_ray(ref, plan, Path(out), cfg)
+    if cfg.shard is not None:
+        cfg = cfg.replace(shard=parse_shard(cfg.shard))
+        plan = shard_part(plan, *cfg.shard)
+    return run_import(ref, plan, Path(out), cfg)
+
+
+def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: ImportConfig,
+               preload: Sequence[tuple[int, str]] = (),
+               on_revision: Callable[[int], None] | None = None) -> ImportResult:
+    """Import the (step, revision) `plan` into `out` in this process, after the `preload` revisions (see
+    `_Importer`; the result leaves them out); `on_revision(step)` runs after each revision."""
+    from tqdm.auto import tqdm
+
+    local = local_only(ref, cfg.offline)
     existing = TrajectoryStore.open(out, writable=True) if (out / "meta.json").is_file() else None
     imp: _Importer | None = None
     try:
-        opts = dict(window=window, sketch_k=sketch_k, sketch_seed=sketch_seed, batch_size=batch_size,
-                    device=device, dtype=dtype, clean_cache=clean_cache, trust_remote_code=trust_remote_code,
-                    allow_pickle=allow_pickle, run=run, progress=progress, shard=shard)
-        imp = _Importer(ref, out, _probe_set(probe, existing), layers, existing, opts)
+        imp = _Importer(ref, out, import_probe(cfg.probe, existing), existing, cfg,
+                        frozenset(s for s, _ in preload), local)
         if existing is not None:
-            _check_resumable(existing, ref, layers, imp.sketch_spec)
-        todo = _todo(imp, plan)
+            check_resumable(existing, ref, cfg)
+        todo = _todo(imp, sorted({*preload, *plan}))
         ckpts = imp.resolved_all(todo) if local else [None] * len(todo)
         if todo:
             imp.prime_history()
-        bar = tqdm(total=len(todo), desc=f"import {ref.run_name}", unit="rev", disable=not progress)
+        bar = tqdm(total=len(todo), desc=f"import {ref.run_name}", unit="rev", disable=not cfg.progress)
         for (step, name), ckpt in zip(todo, ckpts, strict=True):
-            imp.import_one(step, name, ckpt, bar.write if progress else print)
+            imp.import_one(step, name, ckpt, bar.write if cfg.progress else print)
             bar.update()
+            if on_revision is not None:
+                on_revision(step)
         bar.close()
-        return imp.result
+        r, skip = imp.result, imp.preload
+        r.skipped = [s for s in r.skipped if s not in skip]
+        r.failed = {n: why for n, why in r.failed.items() if n not in {name for s, name in preload}}
+        return r
     finally:
         for store in (existing, imp and imp.store):
             if store is not None:
                 store.close()
-
-
-def _check_resumable(store: TrajectoryStore, ref: ModelRef, layers: str, sketch_spec: dict | None) -> None:
-    meta = store.meta
-    importer = meta.get("config", {}).get("importer")
-    spec = meta.get("weights", {}).get("sketch")
-    problem = (
-        "it was not written by trajlab import" if importer is None
-        else f"it holds model {meta['model']}, not {ref.name}" if meta["model"] != ref.name
-        else f"it was scored with layers={importer['layers']!r}" if importer["layers"] != layers
-        else f"its weight sketch is {spec}, not {sketch_spec}" if spec != sketch_spec
-        else None
-    )  # fmt: skip
-    if problem:
-        raise ValueError(f"cannot resume {store.path}: {problem}; write to a new --out")
 
 
 def _todo(imp: _Importer, plan: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -399,26 +375,21 @@ def import_main(argv: list[str]) -> int:
     p.add_argument("model", help="hub repo id, HF cache folder, save_pretrained folder or .gguf file")
     p.add_argument("--revisions", help="comma list, 'pythia' (all 154) or a range stepA-stepB (default main)")
     p.add_argument("--out", required=True, help="store folder (created, or resumed)")
-    p.add_argument("--probe", help="ProbeSet JSON, a store whose probe to reuse, or 'default'")
-    p.add_argument("--layers", choices=("all", "last"), default="all")
-    p.add_argument("--shard", help="i/n: the i-th of n contiguous parts of the revisions (0-based)")
-    p.add_argument("--window", type=int, default=10,
-                   help="exact weight distances to this many previous revisions (window x params x 4 bytes)")
-    p.add_argument("--sketch-k", type=int, default=4096, help="weight sketch size (0: none)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    p.add_argument("--cache-dir", help="HF cache (default $HF_HUB_CACHE)")
-    p.add_argument("--clean-cache", action="store_true", help="delete revisions from the cache once stored")
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--allow-pickle", action="store_true", help="load pytorch_model*.bin (weights_only=True)")
-    p.add_argument("--gguf-file")
-    p.add_argument("--run", help="run name recorded in the store")
-    p.add_argument("--no-progress", action="store_true")
-    kwargs = vars(p.parse_args(argv))  # dest names are import_checkpoints' parameter names
-    kwargs["progress"] = not kwargs.pop("no_progress")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print revisions, download, disk, memory, wall time per worker count; touch nothing")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    model, revisions, out, dry = args.model, args.revisions, args.out, args.dry_run
+    for k in ("model", "revisions", "out", "dry_run"):
+        delattr(args, k)
     try:
-        r = import_checkpoints(**kwargs)
+        cfg = from_args(args)
+        if dry:
+            from trajlab.import_dryrun import dry_run
+
+            print(dry_run(model, revisions, out, cfg))
+            return 0
+        r = import_checkpoints(model, revisions, out, config=cfg)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
