@@ -31,10 +31,10 @@ import lightning as L  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from trajlab.callback import TrajectoryCallback  # noqa: E402
+from trajlab.record.callback import TrajectoryCallback  # noqa: E402
 from trajlab.lens import score_model  # noqa: E402
 from trajlab.lit import LitLM, LMDataModule  # noqa: E402
-from trajlab.schedule import snapshot_steps  # noqa: E402
+from trajlab.record.schedule import snapshot_steps  # noqa: E402
 from trajlab.sketch import WeightHistory, WeightSketch  # noqa: E402
 
 

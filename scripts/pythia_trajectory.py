@@ -16,10 +16,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from trajlab.checkpoints import ModelRef, model_ref
-from trajlab.import_dryrun import PYTHIA_SIZES as SIZES
-from trajlab.import_dryrun import pythia_params as n_params
-from trajlab.revisions import expand_revisions
+from trajlab.hub.checkpoints import ModelRef, model_ref
+from trajlab.hub.dryrun import PYTHIA_SIZES as SIZES
+from trajlab.hub.dryrun import pythia_params as n_params
+from trajlab.hub.revisions import expand_revisions
 
 
 def commands(args, ref: ModelRef) -> list[list[str]]:
@@ -71,7 +71,7 @@ def describe(args, ref: ModelRef, revisions: list[str]) -> None:
 def run(args, ref: ModelRef) -> int:
     """Run the commands in this process; stop at the first that fails."""
     from trajlab.analysis import analyze
-    from trajlab.importers import import_main, merge_main
+    from trajlab.hub.importer import import_main, merge_main
     from trajlab.store import open_stores
 
     for argv in commands(args, ref):

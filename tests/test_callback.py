@@ -19,12 +19,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from trajlab.callback import TrajectoryCallback
+from trajlab.record.callback import TrajectoryCallback
 from trajlab.lit import HFExport, LitLM, LMDataModule
 from trajlab.models import model_config
 from trajlab.probe import ProbeSet
-from trajlab.recording import assembled_shards, resolve_probe, training_state_preserved
-from trajlab.schedule import snapshot_steps
+from trajlab.record.probes import resolve_probe
+from trajlab.record.ranks import assembled_shards
+from trajlab.record.writer import training_state_preserved
+from trajlab.record.schedule import snapshot_steps
 from trajlab.sketch import WeightSketch
 from trajlab.store import TrajectoryStore
 from trajlab.tokenizer import tokenizer_fingerprint

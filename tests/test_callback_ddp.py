@@ -22,7 +22,7 @@ DATA = {"vocab_size": 512, "seq_len": 64, "batch_size": 4, "n_probe": 15}  # 15 
 def ddp_fit(out: str) -> None:
     import lightning as L
 
-    from trajlab.callback import TrajectoryCallback
+    from trajlab.record.callback import TrajectoryCallback
     from trajlab.lit import LitLM, LMDataModule
 
     L.seed_everything(0)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from trajlab.cli import main
-from trajlab.schedule import snapshot_steps
+from trajlab.record.schedule import snapshot_steps
 from trajlab.store import TrajectoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def write_config(path: Path) -> Path:
             "init_args": {"save_last": True, "save_top_k": -1, "every_n_train_steps": 4},
         },
         {
-            "class_path": "trajlab.callback.TrajectoryCallback",
+            "class_path": "trajlab.record.callback.TrajectoryCallback",
             "init_args": {"schedule": "every:2", "layers": "all", "weights": "sketch", "window": 2},
         },
     ]

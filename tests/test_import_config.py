@@ -16,8 +16,8 @@ from test_importers import FAST, PROBE, REPO, cache, make_tokenizer, one_thread,
 
 import trajlab.lens
 from trajlab import ImportConfig, import_checkpoints
-from trajlab.import_config import PYTHIA_WARMUP_STEPS
-from trajlab.importers import import_main
+from trajlab.hub.config import PYTHIA_WARMUP_STEPS
+from trajlab.hub.importer import import_main
 from trajlab.store import TrajectoryStore
 
 ROOT = Path(__file__).parents[1]
@@ -172,7 +172,7 @@ def test_ray_executor_without_ray_is_refused_in_one_line(tmp_path, hub, monkeypa
 def test_dry_run_sizes_a_pythia_import_and_touches_nothing(tmp_path):
     code = textwrap.dedent(f"""
         import sys
-        from trajlab.importers import import_main
+        from trajlab.hub.importer import import_main
         out = {str(tmp_path / "s")!r}
         assert import_main(["EleutherAI/pythia-410m", "--revisions", "pythia", "--out", out,
                             "--dry-run", "--window", "10"]) == 0

@@ -23,12 +23,12 @@ from conftest import SAMPLE_TEXTS, make_tokenizer, tiny_llama, tiny_neox
 from safetensors.numpy import load_file
 
 from trajlab import import_checkpoints, merge_stores
-from trajlab.checkpoints import RefusedCheckpointError
+from trajlab.hub.checkpoints import RefusedCheckpointError
 from trajlab.cli import main as trajlab_main
-from trajlab.importers import import_main, merge_main
+from trajlab.hub.importer import import_main, merge_main
 from trajlab.lens import score_model
 from trajlab.probe import ProbeSet
-from trajlab.revisions import PYTHIA_REVISIONS, expand_revisions, revision_steps, shard_part
+from trajlab.hub.revisions import PYTHIA_REVISIONS, expand_revisions, revision_steps, shard_part
 from trajlab.sketch import WeightSketch
 from trajlab.store import TrajectoryStore
 from trajlab.tokenizer import tokenizer_fingerprint

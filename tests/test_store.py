@@ -563,7 +563,7 @@ def test_check_comparable_warns_on_other_settings(tmp_path, key, value, shown):
 
 
 def test_resume_and_merge_refuse_another_scoring(tmp_path):
-    from trajlab.merge import merge_stores
+    from trajlab.store.merge import merge_stores
 
     root = scored_store(tmp_path, "s")
     meta = META | {"tokenizer": {"fingerprint": "s"}}

@@ -14,11 +14,11 @@ from pathlib import Path
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # name -> (module, function): each function takes argv (list[str]) and returns an exit code.
 TOOL_SUBCOMMANDS = {
-    "import": ("trajlab.importers", "import_main"),
-    "merge": ("trajlab.importers", "merge_main"),
-    "analyze": ("trajlab.report", "analyze_main"),
-    "report": ("trajlab.report", "report_main"),
-    "demo": ("trajlab.demo", "main"),
+    "import": ("trajlab.hub.importer", "import_main"),
+    "merge": ("trajlab.store.merge", "merge_main"),
+    "analyze": ("trajlab.report.commands", "analyze_main"),
+    "report": ("trajlab.report.commands", "report_main"),
+    "demo": ("trajlab.report.demo", "main"),
 }
 
 

@@ -46,22 +46,14 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from trajlab.analysis.figures import save_figure
 from trajlab.lens import score_model
 from trajlab.probe import ProbeSet
-from trajlab.recording import (
-    Writer,
-    check_settings,
-    on_rank_zero,
-    parent_lineage,
-    resolve_probe,
-    scores_across_ranks,
-    snapshot_metrics,
-    store_meta,
-    training_state_preserved,
-    trajectory_map,
-)
-from trajlab.schedule import snapshot_steps
+from trajlab.record.probes import parent_lineage, resolve_probe
+from trajlab.record.ranks import on_rank_zero, scores_across_ranks
+from trajlab.record.schedule import snapshot_steps
+from trajlab.record.settings import check_settings, snapshot_metrics, store_meta, trajectory_map
+from trajlab.record.writer import Writer, training_state_preserved
 from trajlab.sketch import WeightHistory, WeightSketch
-from trajlab.store import TrajectoryStore, check_comparable
-from trajlab.store_files import check_creatable
+from trajlab.store import TrajectoryStore, check_comparable, is_store
+from trajlab.store.files import check_creatable
 
 MAP_FILE = "trajectory_map.png"
 # What the store's meta["config"]["callback"] records.
@@ -76,11 +68,11 @@ class TrajectoryCallback(L.Callback):
 
     Args:
         out_dir: the store folder; None for ``<trainer.default_root_dir>/trajectory`` (the CLI's ``--run_dir``).
-        probe: what to score (see `trajlab.recording.resolve_probe`): None (the data module's held-out probe
+        probe: what to score (see `trajlab.record.probes.resolve_probe`): None (the data module's held-out probe
             texts), "default", "parent" (the pretraining store's probe, for fine-tuning), a store folder
             ("store:PATH" or PATH), a ProbeSet file, or a ProbeSet. The probe is saved in the store, so a later
             run can reuse it.
-        schedule: "pythia[:SCALE]", "log[:N]", "every:N" or a list of steps (see `trajlab.schedule`).
+        schedule: "pythia[:SCALE]", "log[:N]", "every:N" or a list of steps (see `trajlab.record.schedule`).
         layers: "all" (embedding output, each block, model output) or "last" (the model's output only).
         weights: "sketch" (WeightSketch + exact squared distances to the previous `window` snapshots), "full"
             (the same, plus all parameters as safetensors at every `full_every`-th scheduled snapshot and at the
@@ -245,7 +237,7 @@ class TrajectoryCallback(L.Callback):
         )  # fmt: skip
         self._n_layers, self._scoring_checked = n_layers, False
         store = None
-        if (self._path / "meta.json").is_file():
+        if is_store(self._path):
             store = TrajectoryStore.open_or_create(
                 self._path, probe=self._probe, meta=self._meta, n_layers=n_layers
             )

@@ -6,7 +6,7 @@ Pythia sizes from their published shapes (weights served as fp16: 2 bytes per pa
 HF cache folder from its weight files. Time per revision = download (at an assumed bandwidth) + scoring (the
 forward pass and the logit lens as FLOPs, at this machine's measured fp32 matmul rate, or an assumed GPU rate
 with a CUDA device); with W Ray workers a task imports its share of the revisions plus the previous shard's
-last max(window, 1) (see trajlab.import_ray).
+last max(window, 1) (see trajlab.hub.ray_executor).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from trajlab.import_config import ImportConfig, import_probe
+from trajlab.hub.config import ImportConfig, import_probe
 
 # Pythia sizes: (layers, d_model); embedding rows padded to 50304 (approximate for 6.9b and 12b)
 PYTHIA_SIZES = {
@@ -71,8 +71,8 @@ def _shape(ref) -> dict | None:
 
 def dry_run(model, revisions, out, cfg: ImportConfig | None = None, gflops: float | None = None) -> str:
     """The dry-run report (a few header lines and one table row per worker count)."""
-    from trajlab.checkpoints import model_ref
-    from trajlab.revisions import expand_revisions
+    from trajlab.hub.checkpoints import model_ref
+    from trajlab.hub.revisions import expand_revisions
 
     cfg = cfg or ImportConfig()
     ref = model_ref(model, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir)

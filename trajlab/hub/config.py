@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trajlab.revisions import PYTHIA_MAIN_STEP
+from trajlab.hub.revisions import PYTHIA_MAIN_STEP
 
 if TYPE_CHECKING:
-    from trajlab.checkpoints import ModelRef
+    from trajlab.hub.checkpoints import ModelRef
     from trajlab.probe import ProbeSet
     from trajlab.store import TrajectoryStore
 

@@ -12,7 +12,7 @@ Layout (readable with numpy and the standard library alone)::
                              "run", "model", "tokenizer": {"fingerprint", ...}, "config": {...},
                              "warmup_steps", "max_steps", "scoring": {"long_texts", "stride", "window",
                              "n_tokens", "lens_dtype"}, optional "seed", "preset", "parent", ...}
-                            every key with its type: trajlab.store_meta.META_SCHEMA (version 1, read-only:
+                            every key with its type: trajlab.store.meta.META_SCHEMA (version 1, read-only:
                             no id, lineage, warmup_steps, max_steps, scoring; read with the defaults there)
     <store>/probe.json      ProbeSet.to_dict() + "name", "fingerprint", "texts": [N str], "n_bytes": [N int],
                             optional "domains": [N str]
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trajlab.store_files import (
+from trajlab.store.files import (
     SnapshotWriter,
     check_creatable,
     drop_uncommitted,
@@ -60,7 +60,7 @@ from trajlab.store_files import (
     verified_file,
     write_atomic,
 )
-from trajlab.store_meta import (
+from trajlab.store.meta import (
     FORMAT,
     FORMAT_VERSION,
     META_SCHEMA,
@@ -125,7 +125,7 @@ class TrajectoryStore(SnapshotWriter):
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"no trajectory store at {root}: no such directory")
-        if not (root / "meta.json").is_file():
+        if not is_store(root):
             raise ValueError(
                 f"{root} is not a trajectory store (no meta.json); make one with TrajectoryStore.create"
             )
@@ -374,6 +374,11 @@ def _has_weights(rec: dict) -> bool:
     return "sq_dists" in rec or "sketch" in rec["files"] or "weights" in rec["files"]
 
 
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a trajectory store (its meta.json is written last at create, so it marks one)."""
+    return (Path(path) / "meta.json").is_file()
+
+
 def open_stores(paths: Iterable[str | os.PathLike]) -> list[TrajectoryStore]:
     """Open stores read-only; refuses when their probe fingerprints differ (KL needs the same texts) or
     when `check_comparable` refuses their scorings (and warns where it warns)."""
@@ -389,4 +394,4 @@ def open_stores(paths: Iterable[str | os.PathLike]) -> list[TrajectoryStore]:
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "META_SCHEMA", "SCORING_SCHEMA", "MissingEntryError", "StoredProbe",
-           "TrajectoryStore", "check_comparable", "open_stores"]  # fmt: skip
+           "TrajectoryStore", "check_comparable", "is_store", "open_stores"]  # fmt: skip

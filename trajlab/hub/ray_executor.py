@@ -5,7 +5,7 @@ Ray task (one GPU with a CUDA device, else as many CPUs as torch threads) and wr
 STORE.shards/<i> beside STORE (a shared filesystem, as on any cluster). Before its own revisions it imports
 the previous shard's last max(window, 1) revisions ("preload": stored in the shard, no notes), so the exact
 weight distances across the boundary and duplicates of those revisions come out as in a serial import; the
-merge (trajlab.merge.merge_stores, in step order) checks that both copies of a preloaded step are identical.
+merge (trajlab.store.merge.merge_stores, in step order) checks that both copies of a preloaded step are identical.
 Every task sets the driver's torch thread count, so scores are bitwise those of the serial import.
 
 Resume: STORE.shards/plan.json keeps the split; a finished shard leaves <i>.done.json and is skipped on a
@@ -29,11 +29,11 @@ import time
 import warnings
 from pathlib import Path
 
-from trajlab.checkpoints import ModelRef
-from trajlab.import_config import ImportConfig, ImportResult, check_resumable, import_probe
-from trajlab.merge import merge_stores
-from trajlab.revisions import shard_part
-from trajlab.store import TrajectoryStore
+from trajlab.hub.checkpoints import ModelRef
+from trajlab.hub.config import ImportConfig, ImportResult, check_resumable, import_probe
+from trajlab.store.merge import merge_stores
+from trajlab.hub.revisions import shard_part
+from trajlab.store import TrajectoryStore, is_store
 
 Plan = list[tuple[int, str]]
 
@@ -65,8 +65,8 @@ def _shard_task(
 
     import torch
 
-    from trajlab.checkpoints import local_only
-    from trajlab.importers import run_import
+    from trajlab.hub.checkpoints import local_only
+    from trajlab.hub.importer import run_import
 
     torch.set_num_threads(threads)
     (folder / f"{i}.pid").write_text(str(os.getpid()))
@@ -95,7 +95,7 @@ def _shard_task(
 
 def _stored(out: Path) -> tuple[TrajectoryStore | None, Plan]:
     """STORE (read-only) if it exists, and its (step, revision) sequence."""
-    if not (out / "meta.json").is_file():
+    if not is_store(out):
         return None, []
     store = TrajectoryStore.open(out)
     return store, [
@@ -221,11 +221,11 @@ def import_with_ray(ref: ModelRef, plan: Plan, out: Path, cfg: ImportConfig) -> 
         result.failed |= json.loads((folder / f"{i}.done.json").read_text())["failed"]
     _merge_into(
         out,
-        [folder / str(i) for i in range(len(parts)) if (folder / str(i) / "meta.json").is_file()],
+        [folder / str(i) for i in range(len(parts)) if is_store(folder / str(i))],
         existing is not None,
     )
     new = {s for s, _ in todo}
-    if (out / "meta.json").is_file():
+    if is_store(out):
         with TrajectoryStore.open(out) as merged:
             result.imported = [int(s) for s in merged.steps if int(s) in new]
             result.duplicates = {

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trajlab.store import TrajectoryStore, check_comparable
-from trajlab.store_meta import settings_mismatch
+from trajlab.store.meta import settings_mismatch
 
 
 def snapshot_array(store: TrajectoryStore, step: int, kind: str) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""``trajlab analyze`` and ``trajlab report``: stores in, numbers, figures and one self-contained HTML page out.
+"""The report page: stores in, one self-contained HTML page and its summary.json out.
 
-``analyze`` is a thin CLI over ``trajlab.analysis.analyze``. ``report`` accepts run folders (a training run with
+`write_report` accepts run folders (a training run with
 ``trajectory/`` and ``metrics.csv``), store folders, or any folder holding several of them (``runs/demo``); it
 analyses each group of stores that share a probe set, plots the training curves, and writes ``report.html`` with
 every figure embedded (data URIs) and ``summary.json`` with every number the page shows.
@@ -8,55 +8,13 @@ every figure embedded (data URIs) and ``summary.json`` with every number the pag
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
 from pathlib import Path
 
 from trajlab._io import read_csv_log, write_atomic
-from trajlab.store import TrajectoryStore, open_stores
-
-
-def _analysis_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--nats", action="store_true", help="KL in nats per text instead of bits per byte")
-    ap.add_argument("--clip-quantile", type=float, default=None, help="clip LL from below (paper: 0.02)")
-    ap.add_argument("--drop-jump-fraction", type=float, default=None,
-                    help="drop texts with the largest post-warm-up jumps (paper: 0.03)")
-    ap.add_argument("--window", type=int, default=10, help="snapshots per diffusion fit (paper: 10)")
-    ap.add_argument("--no-tsne", action="store_true", help="skip the t-SNE maps")
-    ap.add_argument("--spiral-nulls", type=int, default=200, help="random walks in the PCA spiral null")
-    ap.add_argument("--spiral-nulls-tsne", type=int, default=40, help="random walks in the t-SNE spiral null")
-    ap.add_argument("--thread-nulls", type=int, default=500, help="layer permutations in the thread null")
-    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of every interval")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the nulls and bootstraps")
-
-
-def _analysis_kwargs(args) -> dict:
-    return {
-        "n_bytes_units": not args.nats, "clip_quantile": args.clip_quantile,
-        "drop_jump_fraction": args.drop_jump_fraction, "window": args.window, "tsne": not args.no_tsne,
-        "spiral_n_null": args.spiral_nulls, "spiral_n_null_tsne": args.spiral_nulls_tsne,
-        "thread_n_null": args.thread_nulls, "n_boot": args.n_boot, "seed": args.seed,
-    }
-
-
-def analyze_main(argv: list[str]) -> int:
-    from trajlab import analysis as ta
-
-    ap = argparse.ArgumentParser(prog="trajlab analyze", description="summary.json, CSV tables, PNG figures")
-    ap.add_argument("stores", nargs="+", help="trajectory store folders sharing one probe set")
-    _analysis_args(ap)
-    args = ap.parse_args(argv)
-    summary = ta.analyze(open_stores(args.stores), args.out, **_analysis_kwargs(args))
-    print(f"wrote {Path(args.out) / 'summary.json'} with {len(summary['figures'])} figures, "
-          f"{len(summary['tables'])} tables")
-    return 0
-
-
-def _is_store(path: Path) -> bool:
-    return (path / "manifest.jsonl").exists() and (path / "meta.json").exists()
+from trajlab.store import TrajectoryStore, is_store, open_stores
 
 
 def find_stores(paths: list[str | Path]) -> list[Path]:
@@ -65,12 +23,12 @@ def find_stores(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist: pass a run folder, a store folder or a folder of runs")
-        if _is_store(p):
+        if is_store(p):
             found.append(p)
             continue
         below = {m.parent for pat in ("*/", "*/*/", "*/*/*/") for m in p.glob(pat + "manifest.jsonl")}
         # creation order (pretraining before fine-tuning before imports), then name
-        found += sorted((s for s in below if _is_store(s)), key=lambda s: ((s / "meta.json").stat().st_mtime, s))
+        found += sorted((s for s in below if is_store(s)), key=lambda s: ((s / "meta.json").stat().st_mtime, s))
     if not found:
         raise ValueError(f"no trajectory store under {', '.join(map(str, paths))}: train with the "
                          "TrajectoryCallback or run `trajlab import` first")
@@ -296,13 +254,3 @@ def write_report(paths: list[str | Path], out: str | Path, **analysis_kwargs) ->
     write_atomic(out / "summary.json", json.dumps(json_safe(report), indent=1))
     write_atomic(out / "report.html", page)
     return out / "report.html"
-
-
-def report_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="trajlab report", description="one self-contained report.html")
-    ap.add_argument("paths", nargs="+", help="run folders, store folders, or a folder of runs (runs/demo)")
-    _analysis_args(ap)
-    args = ap.parse_args(argv)
-    page = write_report(args.paths, args.out, **_analysis_kwargs(args))
-    print(f"report: {page.resolve()}")
-    return 0

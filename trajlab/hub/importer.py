@@ -1,6 +1,6 @@
 """Public checkpoints into a TrajectoryStore: `import_checkpoints` (``trajlab import``).
 
-Each revision (trajlab.revisions: names and steps; trajlab.checkpoints: files, safety, loading) is scored
+Each revision (trajlab.hub.revisions: names and steps; trajlab.hub.checkpoints: files, safety, loading) is scored
 with `score_model` on a probe set at every layer (or the last) and appended in step order, with the weight
 sketch and the exact squared distances to the previous `window` revisions that the training callback records.
 
@@ -15,9 +15,9 @@ sketch and the exact squared distances to the previous `window` revisions that t
   skipped; the rest import. Steps in a store only increase, so import it later into another store and merge.
   Refusals (pickles without allow_pickle, not a causal LM) and offline cache misses stop the import before it
   writes anything.
-* Merging shards: trajlab.merge (`merge_stores`, `merge_main`, re-exported here). `executor="ray"` runs
-  the shards as Ray tasks and merges them (trajlab.import_ray); `--dry-run` sizes an import first
-  (trajlab.import_dryrun). Options: `ImportConfig` (trajlab.import_config).
+* Merging shards: trajlab.store.merge (`merge_stores`, `merge_main`, re-exported here). `executor="ray"` runs
+  the shards as Ray tasks and merges them (trajlab.hub.ray_executor); `--dry-run` sizes an import first
+  (trajlab.hub.dryrun). Options: `ImportConfig` (trajlab.hub.config).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trajlab.checkpoints import (
+from trajlab.hub.checkpoints import (
     Checkpoint,
     ModelRef,
     RefusedCheckpointError,
@@ -46,7 +46,7 @@ from trajlab.checkpoints import (
     resolve_checkpoint,
     weight_sha256,
 )
-from trajlab.import_config import (
+from trajlab.hub.config import (
     ImportConfig,
     ImportResult,
     add_arguments,
@@ -55,9 +55,9 @@ from trajlab.import_config import (
     import_probe,
     lineage_from_parent,
 )
-from trajlab.merge import merge_main, merge_stores, snapshot_array
-from trajlab.revisions import expand_revisions, parse_shard, revision_steps, shard_part
-from trajlab.store import TrajectoryStore
+from trajlab.store.merge import merge_main, merge_stores, snapshot_array
+from trajlab.hub.revisions import expand_revisions, parse_shard, revision_steps, shard_part
+from trajlab.store import TrajectoryStore, is_store
 
 if TYPE_CHECKING:
     from trajlab.probe import ProbeSet
@@ -283,7 +283,7 @@ def import_checkpoints(
     Raises:
         ValueError: bad revisions, layers, shard, window, options; a probe differing from the existing
             store's; an existing store written with other settings.
-        RefusedCheckpointError: see trajlab.checkpoints.
+        RefusedCheckpointError: see trajlab.hub.checkpoints.
         FileNotFoundError: a missing model path, or (offline) revisions missing from the cache.
         TypeError: an unknown option name.
     """
@@ -299,7 +299,7 @@ def import_checkpoints(
     if cfg.parent is not None:
         lineage_from_parent(cfg.parent)  # a bad parent is refused before anything is downloaded or written
     if cfg.executor == "ray":
-        from trajlab.import_ray import import_with_ray
+        from trajlab.hub.ray_executor import import_with_ray
 
         return import_with_ray(ref, plan, Path(out), cfg)
     if cfg.shard is not None:
@@ -316,7 +316,7 @@ def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: Impor
     from tqdm.auto import tqdm
 
     local = local_only(ref, cfg.offline)
-    existing = TrajectoryStore.open(out, writable=True) if (out / "meta.json").is_file() else None
+    existing = TrajectoryStore.open(out, writable=True) if is_store(out) else None
     imp: _Importer | None = None
     try:
         imp = _Importer(ref, out, import_probe(cfg.probe, existing), existing, cfg,
@@ -385,7 +385,7 @@ def import_main(argv: list[str]) -> int:
     try:
         cfg = from_args(args)
         if dry:
-            from trajlab.import_dryrun import dry_run
+            from trajlab.hub.dryrun import dry_run
 
             print(dry_run(model, revisions, out, cfg))
             return 0

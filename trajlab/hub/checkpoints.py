@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trajlab.revisions import is_pythia, pythia_meta
+from trajlab.hub.revisions import is_pythia, pythia_meta
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")

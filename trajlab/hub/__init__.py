@@ -1,0 +1,11 @@
+"""The hub stage: public checkpoints into stores.
+
+Modules: ``revisions`` (Pythia's revision names and steps), ``checkpoints`` (finding, downloading, hashing and
+loading one revision), ``config`` (ImportConfig: every import option), ``importer`` (import_checkpoints and the
+``trajlab import`` command), ``ray_executor`` (shards as Ray tasks), ``dryrun`` (cost estimate).
+"""
+
+from trajlab.hub.config import ImportConfig, ImportResult
+from trajlab.hub.importer import import_checkpoints
+
+__all__ = ["ImportConfig", "ImportResult", "import_checkpoints"]

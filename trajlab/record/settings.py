@@ -1,0 +1,122 @@
+"""What a TrajectoryCallback records besides the scores: its settings checked up front, the store's meta, and
+the numbers and map logged per snapshot (from trajlab.analysis, the one KL estimate)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from trajlab.analysis import embed, kl_paired
+from trajlab.analysis.figures import map_figure
+from trajlab.store.meta import LONG_TEXTS
+from trajlab.tokenizer import tokenizer_meta
+
+
+def check_settings(
+    layers: str,
+    weights: str,
+    long_texts: str,
+    layers_every: int,
+    full_every: int,
+    window: int,
+    batch_size: int,
+    queue_size: int,
+    n_texts: int | None,
+    map_every: int,
+) -> None:
+    """Refuse, in one line, a TrajectoryCallback setting that cannot work (before any training)."""
+    if layers not in ("all", "last"):
+        raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
+    if long_texts not in LONG_TEXTS:
+        raise ValueError(f"long_texts must be one of {LONG_TEXTS}, got {long_texts!r}")
+    if isinstance(layers_every, bool) or not isinstance(layers_every, int) or layers_every < 1:
+        raise ValueError(
+            f"layers_every must be an int >= 1 (1: every layer at every snapshot), got {layers_every!r}"
+        )
+    if layers_every > 1 and layers == "last":
+        raise ValueError(
+            f"layers_every={layers_every} needs layers='all' (with 'last' no lens layer is scored)"
+        )
+    if weights not in ("sketch", "full", "none"):
+        raise ValueError(f"weights must be 'sketch', 'full' or 'none', got {weights!r}")
+    if min(full_every, window, batch_size, queue_size, n_texts or 2) < 1 or map_every < 0 or n_texts == 1:
+        raise ValueError(
+            "full_every, window, batch_size and queue_size must be >= 1, n_texts >= 2 (KL needs "
+            "two texts), map_every >= 0"
+        )
+
+
+def store_meta(
+    run: str,
+    pl_module: Any,
+    model: Any,
+    tokenizer: Any,
+    settings: dict,
+    parent: dict | None,
+    *,
+    max_steps: int | None = None,
+    lineage: dict | None = None,
+) -> dict:
+    """The meta.json of a callback's store: run, model, tokenizer, settings and hyper-parameters, seed, parent,
+    lineage, warmup_steps (the module's hparams["warmup_steps"], when it has one) and max_steps.
+
+    A trajlab LitLM describes its model and tokenizer itself (``run_meta``); any other module gets the model's
+    class (and transformers config) and the tokenizer's fingerprint. The scoring block is added by the caller
+    once the first snapshot is scored.
+    """
+    meta = {"run": run}
+    if callable(getattr(pl_module, "run_meta", None)):
+        meta |= pl_module.run_meta()
+    else:
+        cfg = getattr(model, "config", None)
+        meta["model"] = {"class": type(model).__name__, **(cfg.to_diff_dict() if cfg else {})}
+        meta["tokenizer"] = tokenizer_meta(tokenizer)
+    meta["config"] = {"callback": settings, "hparams": dict(getattr(pl_module, "hparams", {}))}
+    meta["n_params"] = sum(
+        p.numel() for p in (model if isinstance(model, torch.nn.Module) else pl_module).parameters()
+    )
+    if "PL_GLOBAL_SEED" in os.environ:
+        meta["seed"] = int(os.environ["PL_GLOBAL_SEED"])
+    if parent:
+        meta["parent"] = parent
+    warmup = dict(getattr(pl_module, "hparams", {})).get("warmup_steps")
+    meta["warmup_steps"] = warmup if isinstance(warmup, int) and not isinstance(warmup, bool) else None
+    meta["max_steps"] = max_steps
+    if lineage:
+        meta["lineage"] = lineage
+    return json.loads(json.dumps(meta, default=str))  # tuples, dtypes, paths: JSON values
+
+
+def snapshot_metrics(
+    ll: np.ndarray, earlier: list[np.ndarray], n_bytes: np.ndarray, sq_dists: dict[int, float]
+) -> dict[str, float]:
+    """Logged numbers of one snapshot: KL to the first and previous snapshot (bits/byte and nats), between
+    adjacent lens layers (bits/byte) and the weight distance to the previous snapshot.
+
+    Args:
+        ll: (R, N) this snapshot's LL rows; the last row is the model's output.
+        earlier: [] or [first, previous] (N,) last-layer LL of earlier snapshots.
+        n_bytes: (N,) UTF-8 bytes per probe text.
+        sq_dists: {earlier step: exact squared weight distance}.
+    """
+    out = {}
+    for name, ref in zip(("first", "prev"), earlier):
+        out[f"traj/kl_{name}"] = float(kl_paired(ref, ll[-1], n_bytes)[0])
+        out[f"traj/kl_{name}_nats"] = float(kl_paired(ref, ll[-1])[0])
+    if len(ll) > 1:
+        for layer, kl in enumerate(kl_paired(ll[:-1], ll[1:], n_bytes), start=1):
+            out[f"traj/kl_layer_{layer}"] = float(kl)  # KL(layer - 1, layer)
+    if sq_dists:
+        out["traj/w_dist_prev"] = float(np.sqrt(sq_dists[max(sq_dists)]))
+    return out
+
+
+def trajectory_map(steps: np.ndarray, ll: np.ndarray, n_bytes: np.ndarray, title: str):
+    """PCA map (KL units, bits/byte) of the (K, N) last-layer LL rows; line width: consecutive KL. K >= 3."""
+    return map_figure(
+        {"PCA": embed(ll, "pca", 2, n_bytes)}, steps, kl_paired(ll[:-1], ll[1:], n_bytes), title
+    )
