@@ -56,5 +56,5 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_messages_are_single_lines():
-    assert cli._one_line(ValueError("a\n  b")) == "a b"
-    assert cli._one_line(KeyError("no step 7 in the store")) == "no step 7 in the store"
+    assert cli.one_line(ValueError("a\n  b")) == "a b"
+    assert cli.one_line(KeyError("no step 7 in the store")) == "no step 7 in the store"

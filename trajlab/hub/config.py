@@ -2,19 +2,18 @@
 what an import did (`ImportResult`); the checks of options against a probe, a store to resume and a parent.
 
 `import_checkpoints(model, revisions, out, config=None, **overrides)` takes an ImportConfig and/or keyword
-overrides (the field names); `trajlab import` builds the same object from its flags (`add_arguments`,
-`from_args`). Each default lives here once.
+overrides (the field names); `trajlab import` builds the same object from its flags or a ``--config`` YAML file
+(`import_parser`, `config_from`: jsonargparse over the dataclass). Each default lives here once.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from trajlab.hub.revisions import PYTHIA_MAIN_STEP
 
@@ -24,8 +23,9 @@ if TYPE_CHECKING:
     from trajlab.store import TrajectoryStore
 
 PYTHIA_WARMUP_STEPS = 1430  # 1% of 143000 optimizer steps, linear warm-up
-LONG_TEXTS = ("rolling", "truncate", "error")
-EXECUTORS = ("local", "ray")
+LongTexts = Literal["rolling", "truncate", "error"]
+Executor = Literal["local", "ray"]
+LONG_TEXTS, EXECUTORS = get_args(LongTexts), get_args(Executor)
 
 
 @dataclass
@@ -35,7 +35,7 @@ class ImportConfig:
     probe: object = None
     """A ProbeSet, a ProbeSet JSON path, a store whose probe to reuse, "default", or None (the existing
     store's probe, else ProbeSet.default())."""
-    layers: str = "all"
+    layers: Literal["all", "last"] = "all"
     """ "all" (logit lens at every layer) or "last"."""
     shard: str | tuple[int, int] | None = None
     """ "i/n": import only the i-th of n contiguous parts of the step-sorted revisions (a scheduler's job)."""
@@ -46,13 +46,13 @@ class ImportConfig:
     sketch_seed: int = 0
     batch_size: int = 8
     device: str | None = None
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Model dtype for scoring ("float32" gives reference numbers)."""
-    long_texts: str = "rolling"
+    long_texts: LongTexts = "rolling"
     """Texts longer than the context: "rolling" (sliding window, each token once), "truncate", "error"."""
     stride: int | None = None
     """Sliding-window stride (default: half the context)."""
-    lens_dtype: str | None = None
+    lens_dtype: Literal["float32", "bfloat16", "auto"] | None = None
     """Dtype of the lens GEMMs: None (the model's), "float32", "bfloat16", "auto"."""
     warmup_steps: int | None = None
     """Recorded in meta; None: 1430 for a Pythia model, else unknown."""
@@ -72,7 +72,7 @@ class ImportConfig:
     run: str | None = None
     """The store's run name (default the model's name)."""
     progress: bool = True
-    executor: str = "local"
+    executor: Executor = "local"
     """ "local" (this process) or "ray" (contiguous shards as Ray tasks, merged into the store)."""
     workers: int | None = None
     """Ray tasks (contiguous shards) with executor="ray"; None: as many as the cluster runs at once (its CPUs
@@ -222,45 +222,26 @@ def lineage_from_parent(spec: str) -> dict:
     return {"root": root, "parent": {"id": parent_id, "step": steps[-1] if step is None else step}}
 
 
-# flag -> (field, argparse keywords); dest is the field name, so vars(args) are ImportConfig overrides
-_FLAGS: list[tuple[str, dict]] = [
-    ("--probe", dict(help="ProbeSet JSON, a store whose probe to reuse, or 'default'")),
-    ("--layers", dict(choices=("all", "last"))),
-    ("--shard", dict(help="i/n: the i-th of n contiguous parts of the revisions (0-based)")),
-    (
-        "--window",
-        dict(type=int, help="exact weight distances to this many previous revisions (x params x 4 B)"),
-    ),
-    ("--sketch-k", dict(type=int, help="weight sketch size (0: none)")),
-    ("--batch-size", dict(type=int)),
-    ("--device", dict()),
-    ("--dtype", dict(choices=("float32", "bfloat16", "float16"))),
-    ("--long-texts", dict(choices=LONG_TEXTS, help="texts longer than the context (default rolling)")),
-    ("--stride", dict(type=int, help="sliding-window stride (default half the context)")),
-    ("--lens-dtype", dict(choices=("float32", "bfloat16", "auto"), help="dtype of the lens GEMMs")),
-    ("--warmup-steps", dict(type=int, help="recorded in the store (Pythia: 1430)")),
-    ("--max-steps", dict(type=int, help="recorded in the store (Pythia: 143000)")),
-    ("--parent", dict(help="STORE[@STEP] this model descends from (lineage)")),
-    ("--cache-dir", dict(help="HF cache (default $HF_HUB_CACHE); node-local on a cluster")),
-    ("--clean-cache", dict(action="store_true", help="delete revisions from the cache once stored")),
-    ("--trust-remote-code", dict(action="store_true")),
-    ("--allow-pickle", dict(action="store_true", help="load pytorch_model*.bin (weights_only=True)")),
-    ("--gguf-file", dict()),
-    ("--run", dict(help="run name recorded in the store")),
-    ("--executor", dict(choices=EXECUTORS, help="local (default) or ray (shards as Ray tasks)")),
-    ("--workers", dict(type=int, help="Ray tasks (shards); default: what the cluster runs at once")),
-    ("--ray-address", dict(help="Ray cluster to join ('auto', ray://HOST:10001); default a local one")),
-    ("--max-retries", dict(type=int, help="reruns of a shard whose Ray worker died (default 3)")),
-]
+def import_parser():
+    """The jsonargparse parser of `trajlab import`: MODEL, --revisions, --out, --dry_run and every ImportConfig
+    field as a flag of its own name (defaults: the dataclass's), with --config FILE and --print_config."""
+    from trajlab.cli import tool_parser
+
+    p = tool_parser(
+        "trajlab import", "Score public checkpoints into a store.",
+        "Flags may use dashes or underscores (--batch-size); a bool flag alone means true (--clean-cache), "
+        "--no-FLAG false (--no-progress).",
+    )
+    p.add_argument("model", type=str, help="hub repo id, HF cache folder, save_pretrained folder or .gguf file")
+    p.add_argument("--revisions", type=str | None, default=None,
+                   help="comma list, 'pythia' (all 154) or a range stepA-stepB (default main)")
+    p.add_argument("--out", type=str, required=True, help="store folder (created, or resumed)")
+    p.add_argument("--dry_run", type=bool, default=False,
+                   help="print revisions, download, disk, memory, wall time per worker count; touch nothing")
+    p.add_class_arguments(ImportConfig, nested_key=None, as_group=False)
+    return p
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ImportConfig flags (defaults: the dataclass's; an unset flag is not an override)."""
-    for flag, kw in _FLAGS:
-        p.add_argument(flag, **kw, default=argparse.SUPPRESS)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS)
-
-
-def from_args(args: argparse.Namespace) -> ImportConfig:
-    names = {f.name for f in dataclasses.fields(ImportConfig)}
-    return ImportConfig(**{k: v for k, v in vars(args).items() if k in names})
+def config_from(ns) -> ImportConfig:
+    """The ImportConfig of a parsed `import_parser` namespace (its checks raise ValueError in one line)."""
+    return ImportConfig(**{f.name: ns[f.name] for f in dataclasses.fields(ImportConfig)})

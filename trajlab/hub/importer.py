@@ -22,7 +22,6 @@ sketch and the exact squared distances to the previous `window` revisions that t
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -49,9 +48,9 @@ from trajlab.hub.checkpoints import (
 from trajlab.hub.config import (
     ImportConfig,
     ImportResult,
-    add_arguments,
     check_resumable,
-    from_args,
+    config_from,
+    import_parser,
     import_probe,
     lineage_from_parent,
 )
@@ -371,27 +370,19 @@ def _todo(imp: _Importer, plan: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 def import_main(argv: list[str]) -> int:
     """`trajlab import`: returns 0, 1 when some revision failed, 2 on an error that stopped the import."""
-    p = argparse.ArgumentParser(prog="trajlab import", description="Score public checkpoints into a store.")
-    p.add_argument("model", help="hub repo id, HF cache folder, save_pretrained folder or .gguf file")
-    p.add_argument("--revisions", help="comma list, 'pythia' (all 154) or a range stepA-stepB (default main)")
-    p.add_argument("--out", required=True, help="store folder (created, or resumed)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print revisions, download, disk, memory, wall time per worker count; touch nothing")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    model, revisions, out, dry = args.model, args.revisions, args.out, args.dry_run
-    for k in ("model", "revisions", "out", "dry_run"):
-        delattr(args, k)
+    from trajlab.cli import one_line, parse_tool_args
+
     try:
-        cfg = from_args(args)
-        if dry:
+        args = parse_tool_args(import_parser(), argv)
+        cfg = config_from(args)
+        if args.dry_run:
             from trajlab.hub.dryrun import dry_run
 
-            print(dry_run(model, revisions, out, cfg))
+            print(dry_run(args.model, args.revisions, args.out, cfg))
             return 0
-        r = import_checkpoints(model, revisions, out, config=cfg)
+        r = import_checkpoints(args.model, args.revisions, args.out, config=cfg)
     except (ValueError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"{r.store}: imported {len(r.imported)} revision(s) ({len(r.duplicates)} duplicate), skipped "
           f"{len(r.skipped)} already stored, failed {len(r.failed)}")

@@ -1,57 +1,89 @@
 """``trajlab analyze`` and ``trajlab report``: the command lines over `trajlab.analysis.analyze` and
-`trajlab.report.page.write_report`."""
+`trajlab.report.page.write_report`.
+
+Both take every `AnalysisConfig` field as a flag (``--n_boot 200``, ``--tsne false``) or from ``--config FILE``
+(YAML, as ``--print_config`` writes it); the defaults are the dataclasses'. The flags of earlier releases still
+work: ``--nats``, ``--no-tsne``, ``--spiral-nulls``, ``--spiral-nulls-tsne``, ``--thread-nulls``, dashes for
+underscores.
+"""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from trajlab.analysis.config import AnalysisConfig
 from trajlab.report.page import write_report
 from trajlab.store import open_stores
 
-
-def _analysis_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--nats", action="store_true", help="KL in nats per text instead of bits per byte")
-    ap.add_argument("--clip-quantile", type=float, default=None, help="clip LL from below (paper: 0.02)")
-    ap.add_argument("--drop-jump-fraction", type=float, default=None,
-                    help="drop texts with the largest post-warm-up jumps (paper: 0.03)")
-    ap.add_argument("--window", type=int, default=10, help="snapshots per diffusion fit (paper: 10)")
-    ap.add_argument("--no-tsne", action="store_true", help="skip the t-SNE maps")
-    ap.add_argument("--spiral-nulls", type=int, default=200, help="random walks in the PCA spiral null")
-    ap.add_argument("--spiral-nulls-tsne", type=int, default=40, help="random walks in the t-SNE spiral null")
-    ap.add_argument("--thread-nulls", type=int, default=500, help="layer permutations in the thread null")
-    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of every interval")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the nulls and bootstraps")
+# flags of earlier releases -> the AnalysisConfig field (or "--field=value" for a flag that takes no value)
+ANALYSIS_ALIASES = {
+    "--nats": "--n_bytes_units=false",
+    "--spiral_nulls": "--spiral_n_null",
+    "--spiral_nulls_tsne": "--spiral_n_null_tsne",
+    "--thread_nulls": "--thread_n_null",
+}
+_EPILOG = "Flags may use dashes or underscores; a bool flag alone means true, --no-FLAG false; --nats: KL in nats."
 
 
-def _analysis_kwargs(args) -> dict:
-    return {
-        "n_bytes_units": not args.nats, "clip_quantile": args.clip_quantile,
-        "drop_jump_fraction": args.drop_jump_fraction, "window": args.window, "tsne": not args.no_tsne,
-        "spiral_n_null": args.spiral_nulls, "spiral_n_null_tsne": args.spiral_nulls_tsne,
-        "thread_n_null": args.thread_nulls, "n_boot": args.n_boot, "seed": args.seed,
-    }
+@dataclass
+class ReportConfig:
+    """Options of `trajlab report`: where the page goes and the analysis behind it."""
+
+    out: str
+    """Output folder: report.html, summary.json and one analysis folder per probe set."""
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    """The analysis of each probe group (its fields are flags of their own: --n_boot, --window, ...)."""
+
+    def write(self, paths: list[str | Path]) -> Path:
+        """Writes the report of the runs / stores under `paths`; returns the page."""
+        return write_report(paths, self.out, config=self.analysis)
+
+
+def _parser(prog: str, description: str, positional: str, help: str, report: bool):
+    from trajlab.cli import tool_parser
+
+    p = tool_parser(prog, description, _EPILOG)
+    p.add_argument(positional, type=str, nargs="+", help=help)
+    if report:
+        p.add_class_arguments(ReportConfig, nested_key=None, skip={"analysis"}, as_group=False)
+    else:
+        p.add_argument("--out", type=str, required=True, help="output folder")
+    p.add_class_arguments(AnalysisConfig, nested_key=None, as_group=False)
+    return p
+
+
+def _analysis_config(ns) -> AnalysisConfig:
+    values = {f.name: ns[f.name] for f in dataclasses.fields(AnalysisConfig)}
+    for name in ("target_fractions", "at_steps"):
+        values[name] = None if values[name] is None else tuple(values[name])
+    return AnalysisConfig(**values)
+
+
+def _parse(argv: list[str], *parser_args):
+    from trajlab.cli import parse_tool_args
+
+    p = _parser(*parser_args)
+    return parse_tool_args(p, argv, ANALYSIS_ALIASES)
 
 
 def analyze_main(argv: list[str]) -> int:
     from trajlab import analysis as ta
 
-    ap = argparse.ArgumentParser(prog="trajlab analyze", description="summary.json, CSV tables, PNG figures")
-    ap.add_argument("stores", nargs="+", help="trajectory store folders sharing one probe set")
-    _analysis_args(ap)
-    args = ap.parse_args(argv)
-    summary = ta.analyze(open_stores(args.stores), args.out, **_analysis_kwargs(args))
-    print(f"wrote {Path(args.out) / 'summary.json'} with {len(summary['figures'])} figures, "
+    ns = _parse(argv, "trajlab analyze", "summary.json, CSV tables, PNG figures", "stores",
+                "trajectory store folders sharing one probe set", False)
+    config = _analysis_config(ns)  # a bad option is refused before any store is read
+    summary = ta.analyze(open_stores(ns.stores), ns.out, config=config)
+    print(f"wrote {Path(ns.out) / 'summary.json'} with {len(summary['figures'])} figures, "
           f"{len(summary['tables'])} tables")
     return 0
 
 
 def report_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="trajlab report", description="one self-contained report.html")
-    ap.add_argument("paths", nargs="+", help="run folders, store folders, or a folder of runs (runs/demo)")
-    _analysis_args(ap)
-    args = ap.parse_args(argv)
-    page = write_report(args.paths, args.out, **_analysis_kwargs(args))
+    ns = _parse(argv, "trajlab report", "one self-contained report.html", "paths",
+                "run folders, store folders, or a folder of runs (runs/demo)", True)
+    page = ReportConfig(ns.out, _analysis_config(ns)).write(ns.paths)
     print(f"report: {page.resolve()}")
     return 0
+

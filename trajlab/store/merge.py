@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import os
@@ -114,16 +113,19 @@ def _same_snapshot(a: TrajectoryStore, b: TrajectoryStore, step: int) -> bool:
 
 
 def merge_main(argv: list[str]) -> int:
-    """`trajlab merge STORE... --out STORE`: returns 0, or 2 on an error."""
-    p = argparse.ArgumentParser(prog="trajlab merge", description="Merge stores of one model (e.g. shards).")
-    p.add_argument("stores", nargs="+")
-    p.add_argument("--out", required=True)
-    p.add_argument("--run", help="run name of the merged store (default the first store's)")
-    a = p.parse_args(argv)
+    """`trajlab merge STORE... --out STORE [--run NAME]` (options: `merge_stores`'s): returns 0, or 2 on an
+    error."""
+    from trajlab.cli import one_line, parse_tool_args, tool_parser
+
+    p = tool_parser("trajlab merge", "Merge stores of one model (e.g. shards) into a new store, in step order.")
+    p.add_argument("stores", type=str, nargs="+", help="the stores to merge (e.g. OUT/shards/*)")
+    p.add_argument("--out", type=str, required=True, help="the merged store (a new folder)")
+    p.add_function_arguments(merge_stores, nested_key=None, skip={"paths", "out"}, as_group=False)
     try:
+        a = parse_tool_args(p, argv)
         out = merge_stores(a.stores, a.out, run=a.run)
     except (ValueError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     with TrajectoryStore.open(out) as s:
         print(f"{out}: {len(s)} snapshots, steps {s.steps[0]}..{s.steps[-1]}" if len(s) else f"{out}: empty")
