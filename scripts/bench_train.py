@@ -4,7 +4,12 @@ Both sides run the same number of optimizer steps over the same packed batches w
 cosine schedule and gradient clipping; the first steps are warm-up and not timed. Runs alternate (L, T, L, T, ...)
 so machine noise hits both; prints tokens/s medians and their ratio (goal >= 0.9).
 
+With --compare-precision, instead: the Lightning module's tokens/s under precision "bf16-mixed" (CPU autocast)
+vs "32", per preset, runs alternating, and their ratio. Whether a recipe switches precision is decided from
+these numbers together with its final validation loss (not measured here).
+
     python scripts/bench_train.py [--preset tiny] [--steps 40] [--repeats 3] [--precision 32]
+    python scripts/bench_train.py --compare-precision [--presets tiny,small] [--steps 20] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -79,6 +84,23 @@ def torch_run(dm: LMDataModule, args) -> float:
     return args.steps * dm.hparams.batch_size * dm.hparams.seq_len / (time.perf_counter() - t0)
 
 
+def compare_precision(dm: LMDataModule, args) -> None:
+    print(f"bf16-mixed vs 32, Lightning module, batch {dm.hparams.batch_size} x {dm.hparams.seq_len}, "
+          f"{args.steps} timed steps x{args.repeats}, torch_threads={torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for preset in args.presets.split(","):
+        runs = {"32": [], "bf16-mixed": []}
+        for r in range(args.repeats):
+            for precision in list(runs)[r % 2:] + list(runs)[: r % 2]:
+                runs[precision].append(lightning_run(dm, argparse.Namespace(**{**vars(args), "preset": preset,
+                                                                               "precision": precision})))
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        print(f"preset={preset}: tokens/s 32 {med['32']:,.0f}  bf16-mixed {med['bf16-mixed']:,.0f}  "
+              f"ratio bf16-mixed/32 = {med['bf16-mixed'] / med['32']:.2f}  "
+              f"(runs 32: {', '.join(f'{x:,.0f}' for x in runs['32'])}; "
+              f"bf16: {', '.join(f'{x:,.0f}' for x in runs['bf16-mixed'])})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
@@ -86,9 +108,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
+    ap.add_argument("--compare-precision", action="store_true", help="bf16-mixed vs 32 tokens/s per preset")
+    ap.add_argument("--presets", default="tiny,small", help="with --compare-precision")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     dm = LMDataModule(corpus="shakespeare", vocab_size=4096, seq_len=128, batch_size=16)
     dm.setup("fit")
+    if args.compare_precision:
+        compare_precision(dm, args)
+        return
     lit, bare = [], []
     for _ in range(args.repeats):
         lit.append(lightning_run(dm, args))
