@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import trajlab.lens as lens  # noqa: E402
+from trajlab._precision import has_fast_bf16  # noqa: E402
 from trajlab.analysis.kl import kl_paired  # noqa: E402
 from trajlab.analysis.maps import embed  # noqa: E402
 from trajlab.probe import ProbeSet  # noqa: E402
@@ -196,7 +197,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, native bf16 on this CPU: "
-          f"{lens.resolved_lens_dtype('auto', torch.float32, torch.device('cpu'), True) == torch.bfloat16}")
+          f"{has_fast_bf16(torch.device('cpu'))}")
     if args.skip != "tiny":
         tiny_part(args)
     if args.skip != "smollm2":
