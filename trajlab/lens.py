@@ -22,11 +22,11 @@ Models: a transformers causal LM (GPT-NeoX, GPT-2, Llama/Mistral/Qwen-style), or
 For a transformers model the last hidden state is already final-normed, so the last row applies only the
 unembedding to it (never the norm twice) and equals the model's own logits.
 
-Kernel: windows (a text that fits is one) sorted by length, right-padded with an attention mask, one forward per batch; only the scored
-(non-pad, not yet scored by an earlier window) positions are gathered before the unembedding. Per position,
-log p = -log sum_v exp(z_v - z_target): the target logit z_target = <normed h, W_target> (+ bias) comes first, so
-the sum needs no max pass and is >= 1; the rare position where it overflows is recomputed with a full
-log_softmax. With `Unembed` the logits are made in tiles of `TILE_SHAPE` (tokens x vocab) that stay in cache while
+Kernel: windows (a text that fits is one), sorted by length, right-padded with an attention mask, one forward
+per batch; only the scored positions (non-pad, not scored by an earlier window) are gathered before the
+unembedding. Per position, log p = -log sum_v exp(z_v - z_target): the target logit
+z_target = <normed h, W_target> (+ bias) comes first, so the sum needs no max pass and is >= 1; the rare position
+where it overflows is recomputed with a full log_softmax. With `Unembed` the logits are made in tiles of `TILE_SHAPE` (tokens x vocab) that stay in cache while
 exp and sum read them; an adapter's `unembed` is called on token chunks of about `CHUNK_ELEMENTS` logits. Either
 way no (tokens x vocab) tensor outlives a tile or chunk. Per-text sums are accumulated in float64.
 
