@@ -15,7 +15,13 @@ Times are medians over interleaved repeats (the machine is shared and noisy). Th
 a busy machine every multi-threaded op waits for a descheduled thread (ms each), which inflates (a), made of many
 ops, far more than (b) or (c); there `--threads 1` shows the kernel's own ratios.
 
+With --dtype, instead, lens GEMMs in bf16 vs fp32 (score_model(..., lens_dtype="bfloat16")) on random-init
+GPT-NeoX models of pythia-70m's shape (d=512, 6 layers) and pythia-14m's (d=128), V=50304, side by side: score_model
+both ways, the fp32 and bf16 GEMM floors, and the kernel's time shares (GEMM, bf16 -> fp32 conversion, exp/sum)
+measured step by step over the same tiles. Where the CPU has no native bf16 the case is cut down (printed).
+
 Usage: python scripts/bench_lens.py [--repeats 5] [--cases 8x256,16x1024,8x1024@256] [--threads N]
+       python scripts/bench_lens.py --dtype [--dtype-case 16x1024] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -35,17 +41,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import trajlab.lens as lens  # noqa: E402
+from trajlab._precision import has_fast_bf16  # noqa: E402
 
 VOCAB, LAYERS, HIDDEN, BATCH = 50304, 6, 128, 8
 
 
-def pythia14m_shaped() -> torch.nn.Module:
+def pythia14m_shaped(hidden: int = HIDDEN) -> torch.nn.Module:
+    """pythia-14m's shape (d=128, 4 heads); hidden=512 gives pythia-70m's (8 heads)."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(0)
-    cfg = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4,
-                        intermediate_size=512, rotary_pct=0.25, max_position_embeddings=2048,
-                        tie_word_embeddings=False)
+    cfg = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=LAYERS,
+                        num_attention_heads=hidden // 32 if hidden > 128 else 4, intermediate_size=4 * hidden,
+                        rotary_pct=0.25, max_position_embeddings=2048, tie_word_embeddings=False)
     return GPTNeoXForCausalLM(cfg).eval()
 
 
@@ -97,18 +105,19 @@ def naive_lens(model, ids: torch.Tensor, window: int | None = None) -> np.ndarra
 
 
 @torch.inference_mode()
-def gemm_floor(model, ids: torch.Tensor) -> None:
+def gemm_floor(model, ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
     """The unembedding matrix products alone: per batch, L+1 times (tokens x d) @ (d x V)."""
-    w = model.get_output_embeddings().weight  # (V, d)
-    n = BATCH * (ids.shape[1] - 1)
-    x, out = torch.randn(n, HIDDEN), torch.empty(n, VOCAB)
+    w = model.get_output_embeddings().weight.to(dtype)  # (V, d)
+    n = min(BATCH, len(ids)) * (ids.shape[1] - 1)
+    x, out = torch.randn(n, w.shape[1], dtype=dtype), torch.empty(n, VOCAB, dtype=dtype)
     for _ in ids.split(BATCH):
         for _ in range(LAYERS + 1):
             torch.matmul(x, w.T, out=out)
 
 
-def score(model, tok, texts: list[str], window: int | None = None) -> np.ndarray:
-    return lens.score_model(model, tok, texts, layers="all", batch_size=BATCH, max_length=window)
+def score(model, tok, texts: list[str], window: int | None = None, lens_dtype: str | None = None) -> np.ndarray:
+    return lens.score_model(model, tok, texts, layers="all", batch_size=BATCH, max_length=window,
+                            lens_dtype=lens_dtype)
 
 
 def _status_kib(field: str) -> int:
@@ -171,6 +180,70 @@ def run_case(model, tok, n_texts: int, n_tokens: int, window: int | None, repeat
           f"mem(a)/mem(b) = {ma / mb:.3f} (goal <= 0.125)")
 
 
+def timed(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, interleaved with a rotating order."""
+    times = {k: [] for k in fns}
+    for r in range(repeats):
+        for k in list(fns)[r % len(fns):] + list(fns)[: r % len(fns)]:
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+@torch.inference_mode()
+def kernel_parts(w: torch.Tensor, n: int, dtype: torch.dtype) -> dict:
+    """The lens kernel's steps over n tokens x V, tile by tile (TILE_SHAPE), each step timed alone."""
+    c, vt = lens.TILE_SHAPE["cpu"]
+    c = min(c, n)
+    wg, x = w.to(dtype), torch.randn(c, w.shape[1]).to(dtype)
+    tile = torch.empty(c, vt, dtype=dtype)
+    tile32, out32 = torch.randn(c, vt) - 8, torch.empty(c, vt)  # logits minus the target logit
+    sums = torch.empty(c)
+    n_tiles = -(-n // c) * -(-VOCAB // vt)
+
+    def gemm():
+        for _ in range(-(-n // c)):
+            for v in range(0, VOCAB, vt):
+                torch.matmul(x, wg[v:v + vt].T, out=tile[:, : min(vt, VOCAB - v)])
+
+    fns = {"gemm": gemm,
+           "exp/sum": lambda: [torch.sum(torch.exp(tile32, out=out32), -1, out=sums) for _ in range(n_tiles)]}
+    if dtype != torch.float32:
+        fns["to fp32"] = lambda: [tile32.copy_(tile) for _ in range(n_tiles)]
+    return {k: statistics.median(v) for k, v in timed(fns, 3).items()}
+
+
+def run_dtype_case(hidden: int, n_texts: int, n_tokens: int, full: str, repeats: int) -> None:
+    """bf16 vs fp32 lens GEMMs: score_model both ways, the GEMM floors, and the kernel's time shares."""
+    model, tok, ids = pythia14m_shaped(hidden), word_tokenizer(), random_ids(n_texts, n_tokens)
+    texts = texts_of(ids)
+    a32, a16 = score(model, tok, texts), score(model, tok, texts, lens_dtype="bfloat16")
+    dev = np.abs(a16 - a32) / (n_tokens - 1)
+    times = timed({"score fp32": lambda: score(model, tok, texts),
+                   "score bf16": lambda: score(model, tok, texts, lens_dtype="bfloat16"),
+                   "floor fp32": lambda: gemm_floor(model, ids),
+                   "floor bf16": lambda: gemm_floor(model, ids, torch.bfloat16)}, repeats)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    n_pos = n_texts * (n_tokens - 1)
+    w = model.get_output_embeddings().weight
+    parts = {name: kernel_parts(w, n_pos, dt) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    goal = 2.5 if hidden >= 512 else 1.6
+    size = f"{n_texts} texts x {n_tokens} tokens" + (f" (the {full} case cut down: see below)" if full else "")
+    print(f"\n== lens dtype, d={hidden}, {LAYERS + 1} rows, V={VOCAB}: {size}, {torch.get_num_threads()} threads, "
+          f"{repeats} repeats (median s), load average {os.getloadavg()[0]:.1f} ==")
+    for k in t:
+        print(f"{k:12s} {t[k]:8.3f} s  (min {min(times[k]):.3f})")
+    print(f"ratios: score fp32/bf16 = {t['score fp32'] / t['score bf16']:.2f} (goal >= {goal})   "
+          f"score bf16 / floor fp32 = {t['score bf16'] / t['floor fp32']:.2f}   "
+          f"floor fp32/bf16 = {t['floor fp32'] / t['floor bf16']:.2f}")
+    for name, p in parts.items():
+        total = sum(p.values())
+        print(f"kernel time shares, {name} GEMMs: " + ", ".join(f"{k} {v / total:.0%}" for k, v in p.items())
+              + f"  ({total:.2f} s per lens row of {n_pos} tokens)")
+    print(f"|LL bf16 - LL fp32| per token (random-init model): max {dev.max():.2e}, mean {dev.mean():.2e} nats")
+
+
 def parse_case(case: str) -> tuple[int, int, int | None]:
     """"8x1024@256" -> (8, 1024, 256): texts, tokens per text, window (None: the model's context)."""
     size, _, window = case.partition("@")
@@ -180,16 +253,32 @@ def parse_case(case: str) -> tuple[int, int, int | None]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=None, help="default 5, or 3 with --dtype")
     p.add_argument("--cases", default="8x256,16x1024,8x1024@256",
                    help="comma-separated TEXTSxTOKENS[@WINDOW]: with a window the texts are scored in rolling windows")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    p.add_argument("--dtype", action="store_true",
+                   help="instead: bf16 vs fp32 lens GEMMs at d=512 (pythia-70m shape) and d=128")
+    p.add_argument("--dtype-case", default=None,
+                   help="TEXTSxTOKENS of the --dtype run; default 16x1024, or 1x256 where bf16 is not native")
     p.add_argument("--memory", choices=["a", "b"], help=argparse.SUPPRESS)  # child mode of (d)
     args = p.parse_args()
+    args.repeats = args.repeats or (3 if args.dtype else 5)
     torch.set_num_threads(args.threads)
     cases = [parse_case(c) for c in args.cases.split(",")]
     if args.memory:
         measure_memory(args.memory, *cases[0])
+        return
+    if args.dtype:
+        native = has_fast_bf16(torch.device("cpu"))
+        n_texts, n_tokens, _ = parse_case(args.dtype_case or ("16x1024" if native else "1x256"))
+        full = "" if args.dtype_case or native else "16x1024"
+        for hidden in (512, 128):
+            run_dtype_case(hidden, n_texts, n_tokens, full, args.repeats)
+        if full:
+            print(f"\nthis CPU has no native bf16 (no amx_bf16 / avx512_bf16 in /proc/cpuinfo): its bf16 GEMMs "
+                  f"convert to fp32 inside, so the {full} case was cut to {n_texts}x{n_tokens} to finish in "
+                  "minutes; ratios are per token and do not depend on the count")
         return
     model, tok = pythia14m_shaped(), word_tokenizer()
     for n_texts, n_tokens, window in cases:

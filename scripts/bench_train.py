@@ -4,7 +4,13 @@ Both sides run the same number of optimizer steps over the same packed batches w
 cosine schedule and gradient clipping; the first steps are warm-up and not timed. Runs alternate (L, T, L, T, ...)
 so machine noise hits both; prints tokens/s medians and their ratio (goal >= 0.9).
 
+With --compare-precision, instead: tokens/s of the bare loop (the module's own model, optimizer and schedule;
+Lightning's overhead is the same either way) under bf16 CPU autocast (what precision "bf16-mixed" does) vs
+fp32, per preset, runs alternating, and their ratio. Whether a recipe switches precision is decided from
+these numbers together with its final validation loss (not measured here).
+
     python scripts/bench_train.py [--preset tiny] [--steps 40] [--repeats 3] [--precision 32]
+    python scripts/bench_train.py --compare-precision [--presets tiny,small] [--steps 20] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -79,6 +85,23 @@ def torch_run(dm: LMDataModule, args) -> float:
     return args.steps * dm.hparams.batch_size * dm.hparams.seq_len / (time.perf_counter() - t0)
 
 
+def compare_precision(dm: LMDataModule, args) -> None:
+    """tokens/s of the bare loop (the module's model, optimizer and schedule) under bf16 autocast vs fp32."""
+    print(f"bf16-mixed vs 32, bare loop on the module's model, batch {dm.hparams.batch_size} x {dm.hparams.seq_len}, "
+          f"{args.steps} timed steps x{args.repeats}, torch_threads={torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    for preset in args.presets.split(","):
+        runs = {"32": [], "bf16-mixed": []}
+        for r in range(args.repeats):
+            for precision in list(runs)[r % 2:] + list(runs)[: r % 2]:
+                run_args = argparse.Namespace(**{**vars(args), "preset": preset, "precision": precision})
+                runs[precision].append(torch_run(dm, run_args))
+                print(f"  {preset} {precision}: {runs[precision][-1]:,.0f} tokens/s", flush=True)
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        print(f"preset={preset}: tokens/s 32 {med['32']:,.0f}  bf16-mixed {med['bf16-mixed']:,.0f}  "
+              f"ratio bf16-mixed/32 = {med['bf16-mixed'] / med['32']:.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
@@ -86,9 +109,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
+    ap.add_argument("--compare-precision", action="store_true", help="bf16-mixed vs 32 tokens/s per preset")
+    ap.add_argument("--presets", default="tiny,small", help="with --compare-precision")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     dm = LMDataModule(corpus="shakespeare", vocab_size=4096, seq_len=128, batch_size=16)
     dm.setup("fit")
+    if args.compare_precision:
+        compare_precision(dm, args)
+        return
     lit, bare = [], []
     for _ in range(args.repeats):
         lit.append(lightning_run(dm, args))

@@ -1,4 +1,4 @@
-"""Token ids per text and the windows that score them: the input side of `trajlab.lens.score_model`.
+"""The input side of `trajlab.lens.score_model`: the rows asked for, token ids per text, the windows that score them.
 
 A text of T tokens that fits the window C is one window: tokens 2..T scored with all earlier tokens as context.
 A longer one is, with long_texts="rolling", scored by the sliding window of transformers' guide "Perplexity of
@@ -10,8 +10,11 @@ scored exactly once and each with at least C - S tokens of context; the last win
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
 
 LONG_TEXTS = ("rolling", "truncate", "error")
@@ -24,6 +27,21 @@ class Window:
     text: int
     ids: list[int]
     first: int
+
+
+def resolved_rows(layers: Literal["all", "last"] | Sequence[int], n_layers: int) -> list[int]:
+    """Row indices 0..n_layers of "all", "last" or a list (checked)."""
+    if isinstance(layers, str):
+        if layers not in ("all", "last"):
+            raise ValueError(f"layers must be 'all', 'last' or a list of row indices, got {layers!r}")
+        return list(range(n_layers + 1)) if layers == "all" else [n_layers]
+    rows = list(layers)
+    if not rows:
+        raise ValueError("layers is an empty list; pass 'all', 'last' or row indices 0..n_layers")
+    for r in rows:
+        if isinstance(r, bool) or not isinstance(r, int | np.integer) or not 0 <= r <= n_layers:
+            raise ValueError(f"layer row {r!r} is out of range: rows are 0 (embedding) .. {n_layers} (model output)")
+    return [int(r) for r in rows]
 
 
 def encoded_texts(tokenizer, texts: list[str], prefix_bos: bool) -> list[list[int]]:

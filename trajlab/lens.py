@@ -22,11 +22,11 @@ Models: a transformers causal LM (GPT-NeoX, GPT-2, Llama/Mistral/Qwen-style), or
 For a transformers model the last hidden state is already final-normed, so the last row applies only the
 unembedding to it (never the norm twice) and equals the model's own logits.
 
-Kernel: windows (a text that fits is one) sorted by length, right-padded with an attention mask, one forward per batch; only the scored
-(non-pad, not yet scored by an earlier window) positions are gathered before the unembedding. Per position,
-log p = -log sum_v exp(z_v - z_target): the target logit z_target = <normed h, W_target> (+ bias) comes first, so
-the sum needs no max pass and is >= 1; the rare position where it overflows is recomputed with a full
-log_softmax. With `Unembed` the logits are made in tiles of `TILE_SHAPE` (tokens x vocab) that stay in cache while
+Kernel: windows (a text that fits is one), sorted by length, right-padded with an attention mask, one forward
+per batch; only the scored positions (non-pad, not scored by an earlier window) are gathered before the
+unembedding. Per position, log p = -log sum_v exp(z_v - z_target): the target logit
+z_target = <normed h, W_target> (+ bias) comes first, so the sum needs no max pass and is >= 1; the rare position
+where it overflows is recomputed with a full log_softmax. With `Unembed` the logits are made in tiles of `TILE_SHAPE` (tokens x vocab) that stay in cache while
 exp and sum read them; an adapter's `unembed` is called on token chunks of about `CHUNK_ELEMENTS` logits. Either
 way no (tokens x vocab) tensor outlives a tile or chunk. Per-text sums are accumulated in float64.
 
@@ -234,20 +234,6 @@ class _AdapterSource:
         return _chunked_logprobs(self.module.unembed, h, targets)
 
 
-def _resolved_rows(layers: Literal["all", "last"] | Sequence[int], n_layers: int) -> list[int]:
-    if isinstance(layers, str):
-        if layers not in ("all", "last"):
-            raise ValueError(f"layers must be 'all', 'last' or a list of row indices, got {layers!r}")
-        return list(range(n_layers + 1)) if layers == "all" else [n_layers]
-    rows = list(layers)
-    if not rows:
-        raise ValueError("layers is an empty list; pass 'all', 'last' or row indices 0..n_layers")
-    for r in rows:
-        if isinstance(r, bool) or not isinstance(r, int | np.integer) or not 0 <= r <= n_layers:
-            raise ValueError(f"layer row {r!r} is out of range: rows are 0 (embedding) .. {n_layers} (model output)")
-    return [int(r) for r in rows]
-
-
 def _tiled_logprobs(un: Unembed, x: torch.Tensor, targets: torch.Tensor, w_gemm: torch.Tensor) -> torch.Tensor:
     """(n,) fp32 log p(targets) of final-normed states x (n, d), one (tokens x vocab) tile at a time.
 
@@ -382,7 +368,7 @@ def score_model(
     encoded, n_truncated = _windows.fitted(encoded, long_texts, ctx, stacklevel=2)
     _windows.check_ids(encoded, src.num_embeddings if hf else getattr(model, "num_embeddings", None))
     src = src or _AdapterSource(model, encoded[0])
-    rows = _resolved_rows(layers, src.n_layers)
+    rows = _windows.resolved_rows(layers, src.n_layers)
     device = torch.device(device) if device is not None else src.device
     if hf and (device.type != src.device.type or device.index not in (None, src.device.index)):
         raise ValueError(f"the model is on {src.device}, not {device}: move it with model.to(...) or pass device=None")
