@@ -1,4 +1,5 @@
-"""The `trajlab` command: a user's mistake is one line `error: ...` with exit 2 for every subcommand."""
+"""The `trajlab` command: a user's mistake (a missing path, a bad option) is one line `error: ...` with exit 2
+for every subcommand."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def _run(args: list[str], tmp_path, debug: bool = False) -> subprocess.Completed
         (["merge", "/no/such/shard", "--out", "merged"], "/no/such/shard"),
         (["import", "/no/such/model", "--revisions", "main", "--out", "store"], "/no/such/model"),
         (["frobnicate"], "unknown subcommand"),
+        # option mistakes, caught by the jsonargparse parsers
+        (["analyze", "store", "--out", "out", "--n-boot", "x"], 'key "n_boot"'),
+        (["report", "run"], "required: out"),
+        (["merge", "a", "--out", "b", "--frob", "1"], "unrecognized arguments: --frob"),
+        (["import", "model", "--out", "store", "--layers", "mid"], 'key "layers"'),
+        (["analyze", "--config", "/no/such.yaml"], "/no/such.yaml"),
     ],
 )
 def test_user_mistake_is_one_line(args, says, tmp_path):

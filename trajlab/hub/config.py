@@ -44,8 +44,11 @@ class ImportConfig:
     sketch_k: int = 4096
     """WeightSketch size (0: none)."""
     sketch_seed: int = 0
+    """Seed of the WeightSketch projection (stores to merge need the same sketch)."""
     batch_size: int = 8
+    """Probe texts per forward pass."""
     device: str | None = None
+    """Torch device to score on ("cuda", "cpu", ...); None: where transformers loads it (the CPU)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Model dtype for scoring ("float32" gives reference numbers)."""
     long_texts: LongTexts = "rolling"
@@ -67,11 +70,15 @@ class ImportConfig:
     clean_cache: bool = False
     """Delete each hub revision from the cache once stored (blobs other revisions use stay)."""
     trust_remote_code: bool = False
+    """Let transformers run the model repo's own code (only for repos you trust)."""
     allow_pickle: bool = False
+    """Load pytorch_model*.bin pickles (with weights_only=True); refused otherwise."""
     gguf_file: str | None = None
+    """The .gguf file to read inside a hub repo or folder that holds several."""
     run: str | None = None
     """The store's run name (default the model's name)."""
     progress: bool = True
+    """Show a progress bar (--no-progress: none)."""
     executor: Executor = "local"
     """ "local" (this process) or "ray" (contiguous shards as Ray tasks, merged into the store)."""
     workers: int | None = None
