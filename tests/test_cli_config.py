@@ -1,5 +1,6 @@
-"""`trajlab import|merge|analyze|report` are generated from their option dataclasses (jsonargparse): `--print_config`
-shows the dataclasses' defaults, a `--config FILE` acts like the same flags, the old flag spellings still work."""
+"""`trajlab import|merge|analyze|report` are generated from their option dataclasses (jsonargparse):
+`--print_config` shows the dataclasses' defaults, a `--config FILE` acts like the same flags, the old flag
+spellings still work."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from trajlab.store import TrajectoryStore, open_stores
 from trajlab.store.merge import merge_stores
 
 # analysis options small enough for seconds, each one off its default
-OPTIONS = {"n_bytes_units": False, "n_boot": 7, "tsne": False, "spiral_n_null": 5, "thread_n_null": 4, "seed": 3}
-OLD_FLAGS = ["--nats", "--n-boot", "7", "--no-tsne", "--spiral-nulls", "5", "--thread-nulls", "4", "--seed", "3"]
+OPTIONS = dict(n_bytes_units=False, n_boot=7, tsne=False, spiral_n_null=5, thread_n_null=4, seed=3)
+OLD_FLAGS = ["--nats", "--n-boot", "7", "--no-tsne", "--spiral-nulls", "5", "--thread-nulls", "4",
+             "--seed", "3"]
 
 
 def defaults(cls) -> dict:
@@ -77,7 +79,8 @@ def test_analysis_print_config_shows_the_analysisconfig_defaults(command, capsys
 
 def test_analyze_config_file_gives_the_direct_analysis(store, tmp_path, capsys):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(OPTIONS))
-    assert main(["analyze", str(store), "--out", str(tmp_path / "cli"), "--config", str(tmp_path / "c.yaml")]) == 0
+    config = ["--config", str(tmp_path / "c.yaml")]
+    assert main(["analyze", str(store), "--out", str(tmp_path / "cli"), *config]) == 0
     direct = ta.analyze(open_stores([store]), tmp_path / "direct", **OPTIONS)
     written = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert written == json.loads((tmp_path / "direct" / "summary.json").read_text())
@@ -136,8 +139,10 @@ def test_old_spellings_reach_the_parser():
     p = import_parser()
     argv = ["--clean-cache", "m", "--out=o", "--batch-size", "3", "--no-progress", "--offline", "false",
             "--dry-run", "--allow_pickle", "true", "--max-steps=9"]
-    assert spelled(p, argv, {}) == ["--clean_cache=true", "m", "--out=o", "--batch_size", "3", "--progress=false",
-                                    "--offline", "false", "--dry_run=true", "--allow_pickle", "true", "--max_steps=9"]
+    assert spelled(p, argv, {}) == [
+        "--clean_cache=true", "m", "--out=o", "--batch_size", "3", "--progress=false", "--offline", "false",
+        "--dry_run=true", "--allow_pickle", "true", "--max_steps=9",
+    ]
     ns = p.parse_args(spelled(p, argv, {}))
     assert (ns.model, ns.out, ns.batch_size, ns.clean_cache, ns.progress, ns.offline, ns.dry_run) == (
         "m", "o", 3, True, False, False, True)

@@ -2,9 +2,9 @@
 
 ``trajlab fit|validate --config configs/X.yaml`` is Lightning's own CLI over ``LitLM`` + ``LMDataModule``; the
 other subcommands (``import``, ``merge``, ``analyze``, ``report``, ``demo``) are owned by the modules that
-implement them. ``import``, ``merge``, ``analyze`` and ``report`` are jsonargparse parsers built here
-(`tool_parser`, `parse_tool_args`) from their option dataclasses, so ``--config FILE`` and ``--print_config`` work
-for them as for ``fit``.
+implement them. ``import``, ``merge``, ``analyze`` and ``report`` parse with jsonargparse (`tool_parser`,
+`parse_tool_args` here) from their option dataclasses, so ``--config FILE`` and ``--print_config`` work for
+them as for ``fit``.
 """
 
 from __future__ import annotations
@@ -82,14 +82,14 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     )
 
 
-# The tool subcommands' parsers: jsonargparse over the option dataclasses (each default lives in its dataclass),
-# with --config FILE (YAML) and --print_config, like `fit`. Flags may be spelled with dashes or underscores
-# (--batch-size, --batch_size); a bool flag alone means true (--clean-cache), --no-X means false.
+# The tool subcommands' parsers: jsonargparse over the option dataclasses (each default lives in its
+# dataclass), with --config FILE (YAML) and --print_config, like `fit`. Flags may be spelled with dashes or
+# underscores (--batch-size, --batch_size); a bool flag alone means true (--clean-cache), --no-X means false.
 _BOOL_WORDS = {"true", "false", "yes", "no"}
 
 
 def tool_parser(prog: str, description: str, epilog: str | None = None):
-    """A jsonargparse parser with ``--config FILE`` and ``--print_config``; a parse error raises (one line)."""
+    """A jsonargparse parser with ``--config FILE`` and ``--print_config``; a parse error raises."""
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)  # help texts from the dataclasses
@@ -110,8 +110,11 @@ def parse_tool_args(parser, argv: list[str], aliases: dict[str, str] | None = No
 
 
 def _is_bool(action) -> bool:
+    """Whether a parser action takes a bool (``bool`` or ``bool | None``)."""
+    import typing
+
     hint = getattr(action, "_typehint", None)
-    return hint is bool or str(hint) in ("typing.Optional[bool]", "bool | None", "typing.Union[bool, NoneType]")
+    return hint is bool or set(typing.get_args(hint)) == {bool, type(None)}
 
 
 def spelled(parser, argv: list[str], aliases: dict[str, str]) -> list[str]:

@@ -2,8 +2,8 @@
 what an import did (`ImportResult`); the checks of options against a probe, a store to resume and a parent.
 
 `import_checkpoints(model, revisions, out, config=None, **overrides)` takes an ImportConfig and/or keyword
-overrides (the field names); `trajlab import` builds the same object from its flags or a ``--config`` YAML file
-(`import_parser`, `config_from`: jsonargparse over the dataclass). Each default lives here once.
+overrides (the field names); `trajlab import` builds the same object from its flags or a ``--config`` YAML
+file (`import_parser`, `config_from`: jsonargparse over the dataclass). Each default lives here once.
 """
 
 from __future__ import annotations
@@ -230,8 +230,9 @@ def lineage_from_parent(spec: str) -> dict:
 
 
 def import_parser():
-    """The jsonargparse parser of `trajlab import`: MODEL, --revisions, --out, --dry_run and every ImportConfig
-    field as a flag of its own name (defaults: the dataclass's), with --config FILE and --print_config."""
+    """The jsonargparse parser of `trajlab import`: MODEL, --revisions, --out, --dry_run and every
+    ImportConfig field as a flag of its own name (defaults: the dataclass's), with --config FILE and
+    --print_config."""
     from trajlab.cli import tool_parser
 
     p = tool_parser(
@@ -239,7 +240,8 @@ def import_parser():
         "Flags may use dashes or underscores (--batch-size); a bool flag alone means true (--clean-cache), "
         "--no-FLAG false (--no-progress).",
     )
-    p.add_argument("model", type=str, help="hub repo id, HF cache folder, save_pretrained folder or .gguf file")
+    p.add_argument("model", type=str,
+                   help="hub repo id, HF cache folder, save_pretrained folder or .gguf file")
     p.add_argument("--revisions", type=str | None, default=None,
                    help="comma list, 'pythia' (all 154) or a range stepA-stepB (default main)")
     p.add_argument("--out", type=str, required=True, help="store folder (created, or resumed)")

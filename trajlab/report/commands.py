@@ -1,10 +1,10 @@
 """``trajlab analyze`` and ``trajlab report``: the command lines over `trajlab.analysis.analyze` and
 `trajlab.report.page.write_report`.
 
-Both take every `AnalysisConfig` field as a flag (``--n_boot 200``, ``--tsne false``) or from ``--config FILE``
-(YAML, as ``--print_config`` writes it); the defaults are the dataclasses'. The flags of earlier releases still
-work: ``--nats``, ``--no-tsne``, ``--spiral-nulls``, ``--spiral-nulls-tsne``, ``--thread-nulls``, dashes for
-underscores.
+Both take every `AnalysisConfig` field as a flag (``--n_boot 200``, ``--tsne false``) or from
+``--config FILE`` (YAML, as ``--print_config`` writes it); the defaults are the dataclasses'. The flags of
+earlier releases still work: ``--nats``, ``--no-tsne``, ``--spiral-nulls``, ``--spiral-nulls-tsne``,
+``--thread-nulls``, dashes for underscores.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ ANALYSIS_ALIASES = {
     "--spiral_nulls_tsne": "--spiral_n_null_tsne",
     "--thread_nulls": "--thread_n_null",
 }
-_EPILOG = "Flags may use dashes or underscores; a bool flag alone means true, --no-FLAG false; --nats: KL in nats."
+_EPILOG = (
+    "Flags may use dashes or underscores; a bool flag alone means true, --no-FLAG false; --nats: KL in nats."
+)
 
 
 @dataclass
@@ -41,12 +43,27 @@ class ReportConfig:
         return write_report(paths, self.out, config=self.analysis)
 
 
-def _parser(prog: str, description: str, positional: str, help: str, report: bool):
+# command -> (positional, its help, description)
+_COMMANDS = {
+    "analyze": (
+        "stores", "trajectory store folders sharing one probe set", "summary.json, CSV tables, PNG figures"
+    ),
+    "report": (
+        "paths", "run folders, store folders, or a folder of runs (runs/demo)",
+        "one self-contained report.html",
+    ),
+}
+
+
+def command_parser(command: str):
+    """The jsonargparse parser of `trajlab analyze` or `trajlab report`: the paths, ``--out`` and every
+    AnalysisConfig field (defaults: the dataclasses'), with ``--config FILE`` and ``--print_config``."""
     from trajlab.cli import tool_parser
 
-    p = tool_parser(prog, description, _EPILOG)
-    p.add_argument(positional, type=str, nargs="+", help=help)
-    if report:
+    positional, what, description = _COMMANDS[command]
+    p = tool_parser(f"trajlab {command}", description, _EPILOG)
+    p.add_argument(positional, type=str, nargs="+", help=what)
+    if command == "report":
         p.add_class_arguments(ReportConfig, nested_key=None, skip={"analysis"}, as_group=False)
     else:
         p.add_argument("--out", type=str, required=True, help="output folder")
@@ -54,25 +71,23 @@ def _parser(prog: str, description: str, positional: str, help: str, report: boo
     return p
 
 
-def _analysis_config(ns) -> AnalysisConfig:
-    values = {f.name: ns[f.name] for f in dataclasses.fields(AnalysisConfig)}
-    for name in ("target_fractions", "at_steps"):
-        values[name] = None if values[name] is None else tuple(values[name])
-    return AnalysisConfig(**values)
-
-
-def _parse(argv: list[str], *parser_args):
+def _parse(command: str, argv: list[str]):
     from trajlab.cli import parse_tool_args
 
-    p = _parser(*parser_args)
-    return parse_tool_args(p, argv, ANALYSIS_ALIASES)
+    return parse_tool_args(command_parser(command), argv, ANALYSIS_ALIASES)
+
+
+def _analysis_config(ns) -> AnalysisConfig:
+    values = {f.name: ns[f.name] for f in dataclasses.fields(AnalysisConfig)}
+    for name in ("target_fractions", "at_steps"):  # YAML lists -> the dataclass's tuples
+        values[name] = None if values[name] is None else tuple(values[name])
+    return AnalysisConfig(**values)
 
 
 def analyze_main(argv: list[str]) -> int:
     from trajlab import analysis as ta
 
-    ns = _parse(argv, "trajlab analyze", "summary.json, CSV tables, PNG figures", "stores",
-                "trajectory store folders sharing one probe set", False)
+    ns = _parse("analyze", argv)
     config = _analysis_config(ns)  # a bad option is refused before any store is read
     summary = ta.analyze(open_stores(ns.stores), ns.out, config=config)
     print(f"wrote {Path(ns.out) / 'summary.json'} with {len(summary['figures'])} figures, "
@@ -81,8 +96,7 @@ def analyze_main(argv: list[str]) -> int:
 
 
 def report_main(argv: list[str]) -> int:
-    ns = _parse(argv, "trajlab report", "one self-contained report.html", "paths",
-                "run folders, store folders, or a folder of runs (runs/demo)", True)
+    ns = _parse("report", argv)
     page = ReportConfig(ns.out, _analysis_config(ns)).write(ns.paths)
     print(f"report: {page.resolve()}")
     return 0

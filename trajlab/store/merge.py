@@ -117,7 +117,7 @@ def merge_main(argv: list[str]) -> int:
     error."""
     from trajlab.cli import one_line, parse_tool_args, tool_parser
 
-    p = tool_parser("trajlab merge", "Merge stores of one model (e.g. shards) into a new store, in step order.")
+    p = tool_parser("trajlab merge", "Merge stores of one model (e.g. shards) into a new store, step-sorted")
     p.add_argument("stores", type=str, nargs="+", help="the stores to merge (e.g. OUT/shards/*)")
     p.add_argument("--out", type=str, required=True, help="the merged store (a new folder)")
     p.add_function_arguments(merge_stores, nested_key=None, skip={"paths", "out"}, as_group=False)
