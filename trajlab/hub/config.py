@@ -253,4 +253,7 @@ def import_parser():
 
 def config_from(ns) -> ImportConfig:
     """The ImportConfig of a parsed `import_parser` namespace (its checks raise ValueError in one line)."""
-    return ImportConfig(**{f.name: ns[f.name] for f in dataclasses.fields(ImportConfig)})
+    values = {f.name: ns[f.name] for f in dataclasses.fields(ImportConfig)}
+    if values["probe"] is not None:  # a path or "default" (YAML reads a name like 12 as a number)
+        values["probe"] = str(values["probe"])
+    return ImportConfig(**values)
