@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from trajlab import cli
+from trajlab import _args, cli
 
 
 def _run(args: list[str], tmp_path, debug: bool = False) -> subprocess.CompletedProcess:
@@ -63,5 +63,5 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_messages_are_single_lines():
-    assert cli.one_line(ValueError("a\n  b")) == "a b"
-    assert cli.one_line(KeyError("no step 7 in the store")) == "no step 7 in the store"
+    assert _args.one_line(ValueError("a\n  b")) == "a b"
+    assert _args.one_line(KeyError("no step 7 in the store")) == "no step 7 in the store"

@@ -16,7 +16,8 @@ from test_importers import PROBE, REPO, cache, one_thread, saved  # noqa: F401
 
 from trajlab import analysis as ta
 from trajlab.analysis.config import AnalysisConfig
-from trajlab.cli import main, spelled
+from trajlab._args import spelled
+from trajlab.cli import main
 from trajlab.hub.config import ImportConfig, import_parser
 from trajlab.hub.importer import import_main
 from trajlab.report.commands import ReportConfig

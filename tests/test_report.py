@@ -114,7 +114,7 @@ def _needs_browser():
 def test_browser_detects_broken_pages(tmp_path):
     """The check itself can fail: a page with a broken image and a script error is caught."""
     _needs_browser()
-    from trajlab.report import _LOAD_CHECK
+    from trajlab.report.page import _LOAD_CHECK
 
     bad = tmp_path / "bad.html"
     bad.write_text(f"<html><head>{_LOAD_CHECK}</head><body><img src='missing.png'>"

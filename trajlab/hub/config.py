@@ -233,7 +233,7 @@ def import_parser():
     """The jsonargparse parser of `trajlab import`: MODEL, --revisions, --out, --dry_run and every
     ImportConfig field as a flag of its own name (defaults: the dataclass's), with --config FILE and
     --print_config."""
-    from trajlab.cli import tool_parser
+    from trajlab._args import tool_parser
 
     p = tool_parser(
         "trajlab import", "Score public checkpoints into a store.",

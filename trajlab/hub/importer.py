@@ -370,7 +370,7 @@ def _todo(imp: _Importer, plan: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 def import_main(argv: list[str]) -> int:
     """`trajlab import`: returns 0, 1 when some revision failed, 2 on an error that stopped the import."""
-    from trajlab.cli import one_line, parse_tool_args
+    from trajlab._args import one_line, parse_tool_args
 
     try:
         args = parse_tool_args(import_parser(), argv)

@@ -58,7 +58,7 @@ _COMMANDS = {
 def command_parser(command: str):
     """The jsonargparse parser of `trajlab analyze` or `trajlab report`: the paths, ``--out`` and every
     AnalysisConfig field (defaults: the dataclasses'), with ``--config FILE`` and ``--print_config``."""
-    from trajlab.cli import tool_parser
+    from trajlab._args import tool_parser
 
     positional, what, description = _COMMANDS[command]
     p = tool_parser(f"trajlab {command}", description, _EPILOG)
@@ -72,7 +72,7 @@ def command_parser(command: str):
 
 
 def _parse(command: str, argv: list[str]):
-    from trajlab.cli import parse_tool_args
+    from trajlab._args import parse_tool_args
 
     return parse_tool_args(command_parser(command), argv, ANALYSIS_ALIASES)
 

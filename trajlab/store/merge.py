@@ -115,7 +115,7 @@ def _same_snapshot(a: TrajectoryStore, b: TrajectoryStore, step: int) -> bool:
 def merge_main(argv: list[str]) -> int:
     """`trajlab merge STORE... --out STORE [--run NAME]` (options: `merge_stores`'s): returns 0, or 2 on an
     error."""
-    from trajlab.cli import one_line, parse_tool_args, tool_parser
+    from trajlab._args import one_line, parse_tool_args, tool_parser
 
     p = tool_parser("trajlab merge", "Merge stores of one model (e.g. shards) into a new store, step-sorted")
     p.add_argument("stores", type=str, nargs="+", help="the stores to merge (e.g. OUT/shards/*)")
