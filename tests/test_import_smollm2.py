@@ -47,7 +47,7 @@ def test_smollm2_gguf_imports_as_one_revision(tmp_path):
     assert rows.shape == (31, 4) and store.n_layers == 30
     info = store.snapshot_info(0)["info"]["checkpoint"]
     assert info["files"] == {GGUF: hashlib.sha256((folder / GGUF).read_bytes()).hexdigest()}
-    assert info["format"] == "gguf" and store.meta["config"]["model"]["model_type"] == "llama"
+    assert info["format"] == "gguf" and store.meta["model"]["config"]["model_type"] == "llama"
     assert store.meta["weights"] == {"sketch": None, "window": 0} and len(store.weight_steps) == 0
 
     # one load here: the model's own loss on each stored text must equal the stored last row

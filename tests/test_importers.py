@@ -283,7 +283,7 @@ def test_any_architecture_from_a_local_folder(tmp_path):
     tok.save_pretrained(tmp_path / "llama")
     result = import_checkpoints(tmp_path / "llama", "step500", tmp_path / "store", PROBE, "last", **FAST)
     store = TrajectoryStore.open(tmp_path / "store")
-    assert result.imported == [500] and store.meta["model"] == str((tmp_path / "llama").resolve())
+    assert result.imported == [500] and store.meta["model"]["name"] == str((tmp_path / "llama").resolve())
     np.testing.assert_array_equal(store.loglik(-1)[0], score_model(model, tok, PROBE, "last")[0])
     assert store.snapshot_info(500)["layers"] == [2]
     single = import_checkpoints(tmp_path / "llama", None, tmp_path / "store2", PROBE, **FAST)

@@ -594,3 +594,25 @@ def test_resume_and_merge_refuse_another_scoring(tmp_path):
     cut = scored_store(tmp_path, "cut", long_texts="truncate")
     with pytest.raises(ValueError, match="cannot compare .*truncate"):
         merge_stores([shards[0], cut], tmp_path / "merged3")
+
+
+def test_model_block_has_one_shape_whoever_wrote_it(tmp_path):
+    """meta["model"] is {"name", "class", "config"} for a new store, a string-writing importer of 0.1 and the v1
+    fixture (a callback's {"class", **config})."""
+    from trajlab.store.meta import MODEL_KEYS, model_meta
+
+    class Config:
+        def to_json_string(self):
+            return '{"hidden_size": 8, "model_type": "gpt_neox"}'
+
+    class Net:
+        config = Config()
+
+    built = model_meta(Net(), "EleutherAI/pythia-14m")
+    assert built == {"name": "EleutherAI/pythia-14m", "class": "Net",
+                     "config": {"hidden_size": 8, "model_type": "gpt_neox"}}
+    legacy = dict(META, model="org/name", config={"model": {"model_type": "llama"}})
+    with TrajectoryStore.create(tmp_path / "s", probe=Probe(), meta=legacy, n_layers=L) as st:
+        assert st.meta["model"] == {"name": "org/name", "class": None, "config": {"model_type": "llama"}}
+    v1 = TrajectoryStore.open(FIXTURE_V1).meta["model"]
+    assert tuple(v1) == MODEL_KEYS and v1["class"] == "TinyNet" and v1["config"] == {}

@@ -186,7 +186,7 @@ def check_resumable(store: TrajectoryStore, ref: ModelRef, cfg: ImportConfig) ->
     long_texts = (meta.get("scoring") or {}).get("long_texts")
     problem = (
         "it was not written by trajlab import" if importer is None
-        else f"it holds model {meta['model']}, not {ref.name}" if meta["model"] != ref.name
+        else f"it holds model {meta['model']['name']}, not {ref.name}" if meta["model"]["name"] != ref.name
         else f"it was scored with layers={importer['layers']!r}" if importer["layers"] != cfg.layers
         else f"its weight sketch is {spec}, not {sketch_spec}" if spec != sketch_spec
         else f"it was scored with long_texts={long_texts!r}, not {cfg.long_texts!r}"

@@ -23,7 +23,6 @@ sketch and the exact squared distances to the previous `window` revisions that t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -57,6 +56,7 @@ from trajlab.hub.config import (
 from trajlab.store.merge import merge_main, merge_stores, snapshot_array
 from trajlab.hub.revisions import expand_revisions, parse_shard, revision_steps, shard_part
 from trajlab.store import TrajectoryStore, is_store
+from trajlab.store.meta import model_meta
 
 if TYPE_CHECKING:
     from trajlab.probe import ProbeSet
@@ -133,12 +133,9 @@ class _Importer:
         warmup, total = c.schedule_for(self.ref.pythia)
         meta = {
             "run": c.run or self.ref.run_name,
-            "model": self.ref.name,
+            "model": model_meta(model, self.ref.name),
             "tokenizer": tokenizer_meta(tok),
-            "config": {
-                "importer": {"layers": self.layers, "dtype": c.dtype, "kind": self.ref.kind},
-                "model": json.loads(model.config.to_json_string()),
-            },
+            "config": {"importer": {"layers": self.layers, "dtype": c.dtype, "kind": self.ref.kind}},
             "weights": {"sketch": self.sketch_spec, "window": c.window},
             "n_params": sum(p.numel() for p in model.parameters()),
             "warmup_steps": warmup,

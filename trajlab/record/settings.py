@@ -12,7 +12,7 @@ import torch
 
 from trajlab.analysis import embed, kl_paired
 from trajlab.analysis.figures import map_figure
-from trajlab.store.meta import LONG_TEXTS
+from trajlab.store.meta import LONG_TEXTS, model_meta
 from trajlab.tokenizer import tokenizer_meta
 
 
@@ -68,13 +68,11 @@ def store_meta(
     class (and transformers config) and the tokenizer's fingerprint. The scoring block is added by the caller
     once the first snapshot is scored.
     """
-    meta = {"run": run}
+    meta = {"run": run, "tokenizer": tokenizer_meta(tokenizer)}
     if callable(getattr(pl_module, "run_meta", None)):
         meta |= pl_module.run_meta()
-    else:
-        cfg = getattr(model, "config", None)
-        meta["model"] = {"class": type(model).__name__, **(cfg.to_diff_dict() if cfg else {})}
-        meta["tokenizer"] = tokenizer_meta(tokenizer)
+    name = meta.get("preset") or meta.get("init_from") or type(model).__name__
+    meta["model"] = model_meta(model, name)
     meta["config"] = {"callback": settings, "hparams": dict(getattr(pl_module, "hparams", {}))}
     meta["n_params"] = sum(
         p.numel() for p in (model if isinstance(model, torch.nn.Module) else pl_module).parameters()

@@ -40,7 +40,7 @@ META_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "probe_fingerprint": ((str,), "sha256 of the probe texts (trajlab.probe)"),
     "trajlab_version": ((str,), "trajlab version that created the store"),
     "run": ((str,), "run name (writer's)"),
-    "model": ((dict, str), "what the model is (writer's)"),
+    "model": ((dict,), '{"name": hub id, path or preset, "class": model class or null, "config": its config}' ),
     "tokenizer": ((dict,), 'what the tokenizer is, with a "fingerprint" (writer\'s)'),
     "config": ((dict,), "writer's settings (callback settings, hyper-parameters, import options)"),
     "warmup_steps": ((int, _NONE), "learning-rate warm-up steps of the run, null when unknown"),
@@ -61,6 +61,7 @@ SCORING_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "n_tokens": ((list, _NONE), "[N ints] scored tokens per text (T - 1 when whole texts are scored)"),
     "lens_dtype": ((str, _NONE), 'dtype of the lens GEMMs, resolved ("float32", "bfloat16", ...)'),
 }
+MODEL_KEYS = ("name", "class", "config")  # meta["model"]: built by model_meta for every writer
 REQUIRED_META = ("run", "model", "tokenizer", "config")  # the writer's keys; new_meta fixes the format and shapes
 V1_SCORING = {"long_texts": "truncate", "stride": None, "window": None, "n_tokens": None, "lens_dtype": None}
 _V1_PARENT_DEPTH = 8  # how far up a chain of version-1 parents lineage is followed
@@ -136,6 +137,29 @@ def _checked_lineage(lineage, own_id: str) -> dict:
     }
 
 
+def model_meta(model, name: str) -> dict:
+    """meta["model"] of any transformers model (anything with a ``config.to_json_string()``), for every writer."""
+    cfg = getattr(model, "config", None)
+    config = json.loads(cfg.to_json_string()) if hasattr(cfg, "to_json_string") else {}
+    return {"name": str(name), "class": type(model).__name__, "config": config}
+
+
+def _model_block(model, meta: Mapping) -> dict:
+    """meta["model"] in the one shape of MODEL_KEYS, also from the shapes earlier writers used: a string (an
+    importer's model name, its config under meta["config"]["model"]) or {"class", **config} (the callback's)."""
+    if isinstance(model, str):
+        config = (meta.get("config") or {}).get("model")
+        return {"name": model, "class": None, "config": config if isinstance(config, dict) else {}}
+    if isinstance(model, Mapping) and set(MODEL_KEYS) <= set(model):
+        return dict(model)
+    if isinstance(model, Mapping):
+        config = dict(model)
+        cls = config.pop("class", None)
+        return {"name": str(meta.get("preset") or meta.get("init_from") or cls or "model"), "class": cls,
+                "config": config}
+    raise ValueError(f'meta["model"] must be a dict {{"name", "class", "config"}} (model_meta), got {model!r}')
+
+
 def new_meta(meta: Mapping, n_texts: int, probe_fingerprint: str, n_layers: int) -> dict:
     """The meta.json of a new store: the writer's `meta` checked against META_SCHEMA, defaults filled in.
 
@@ -170,6 +194,7 @@ def new_meta(meta: Mapping, n_texts: int, probe_fingerprint: str, n_layers: int)
         "warmup_steps": meta.get("warmup_steps"),
         "max_steps": meta.get("max_steps"),
         "scoring": _checked_scoring(meta.get("scoring") or dict.fromkeys(SCORING_SCHEMA), n_texts),
+        "model": _model_block(meta["model"], meta),
     }
     _check_types(out, META_SCHEMA, "meta")
     for key in ("warmup_steps", "max_steps"):
@@ -216,6 +241,7 @@ def read_meta(raw: bytes, root: Path, depth: int = 0) -> dict:
         own_id = "v1-" + hashlib.sha256(raw).hexdigest()[:32]
         meta = {"id": own_id, "lineage": _v1_lineage(meta.get("parent"), own_id, depth)} | meta
     meta.setdefault("lineage", {"root": meta["id"], "parent": None})
+    meta["model"] = _model_block(meta.get("model", "unknown"), meta)
     meta.setdefault("warmup_steps", None)
     meta.setdefault("max_steps", None)
     meta.setdefault(
