@@ -8,11 +8,14 @@ Side by side in one run, per case (texts x tokens, all layers):
   (d) peak extra memory of (a) and (b): each run once in a fresh subprocess after set-up and a small warm-up; the
       kernel's peak-RSS mark (VmHWM) is reset just before the call, so the number is the resident growth the
       call causes (torch CPU tensors are malloc'd, which tracemalloc does not see).
+A case TEXTSxTOKENS@WINDOW scores texts longer than the window in rolling windows (stride WINDOW // 2; (b) does
+the same window by window); (c) still counts each scored token once, so the forward over overlapping windows
+(about 2x the tokens) is part of what (a)/(c) measures.
 Times are medians over interleaved repeats (the machine is shared and noisy). The load average is printed: on
 a busy machine every multi-threaded op waits for a descheduled thread (ms each), which inflates (a), made of many
 ops, far more than (b) or (c); there `--threads 1` shows the kernel's own ratios.
 
-Usage: python scripts/bench_lens.py [--repeats 5] [--cases 8x256,16x1024] [--threads N]
+Usage: python scripts/bench_lens.py [--repeats 5] [--cases 8x256,16x1024,8x1024@256] [--threads N]
 """
 
 from __future__ import annotations
@@ -65,19 +68,31 @@ def texts_of(ids: torch.Tensor) -> list[str]:
 
 
 @torch.inference_mode()
-def naive_lens(model, ids: torch.Tensor) -> np.ndarray:
-    """(L+1, N): per batch one forward, then per layer the full logits, log_softmax and gather."""
+def naive_lens(model, ids: torch.Tensor, window: int | None = None) -> np.ndarray:
+    """(L+1, N): per batch one forward, then per layer the full logits, log_softmax and gather. Texts longer
+    than `window` go window by window (transformers' perplexity guide, stride window // 2), the windows of a
+    batch of texts together (all texts have the same length, so their windows align)."""
     norm, head = model.gpt_neox.final_layer_norm, model.get_output_embeddings()
+    t = ids.shape[1]
+    window = window or t
     out = []
-    for x in ids.split(BATCH):  # (B, T), same batches as score_model
-        res = model(x, output_hidden_states=True)
-        rows = []
-        for h in res.hidden_states[:-1]:
-            logp = torch.log_softmax(head(norm(h[:, :-1])), -1)  # (B, T-1, V)
-            rows.append(logp.gather(-1, x[:, 1:, None]).sum((1, 2)))
-        logp = torch.log_softmax(res.logits[:, :-1], -1)  # the model's own output
-        rows.append(logp.gather(-1, x[:, 1:, None]).sum((1, 2)))
-        out.append(torch.stack(rows).double())
+    for xb in ids.split(BATCH):  # (B, T)
+        total, prev_end = 0, 0
+        for begin in range(0, t, window // 2):
+            end = min(begin + window, t)
+            x, lo = xb[:, begin:end], max(1, end - begin - (end - prev_end))  # first scored local position
+            res = model(x, output_hidden_states=True)
+            rows = []
+            for h in res.hidden_states[:-1]:
+                logp = torch.log_softmax(head(norm(h[:, lo - 1:-1])), -1)  # (B, scored, V)
+                rows.append(logp.gather(-1, x[:, lo:, None]).sum((1, 2)))
+            logp = torch.log_softmax(res.logits[:, lo - 1:-1], -1)  # the model's own output
+            rows.append(logp.gather(-1, x[:, lo:, None]).sum((1, 2)))
+            total = total + torch.stack(rows).double()
+            prev_end = end
+            if end == t:
+                break
+        out.append(total)
     return torch.cat(out, 1).numpy()
 
 
@@ -92,8 +107,8 @@ def gemm_floor(model, ids: torch.Tensor) -> None:
             torch.matmul(x, w.T, out=out)
 
 
-def score(model, tok, texts: list[str]) -> np.ndarray:
-    return lens.score_model(model, tok, texts, layers="all", batch_size=BATCH)
+def score(model, tok, texts: list[str], window: int | None = None) -> np.ndarray:
+    return lens.score_model(model, tok, texts, layers="all", batch_size=BATCH, max_length=window)
 
 
 def _status_kib(field: str) -> int:
@@ -101,7 +116,7 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def measure_memory(which: str, n_texts: int, n_tokens: int) -> None:
+def measure_memory(which: str, n_texts: int, n_tokens: int, window: int | None) -> None:
     """Child process: print the peak resident growth (MiB) of one call of (a) or (b)."""
     model, tok, ids = pythia14m_shaped(), word_tokenizer(), random_ids(n_texts, n_tokens)
     texts = texts_of(ids)
@@ -111,23 +126,24 @@ def measure_memory(which: str, n_texts: int, n_tokens: int) -> None:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
-    score(model, tok, texts) if which == "a" else naive_lens(model, ids)
+    score(model, tok, texts, window) if which == "a" else naive_lens(model, ids, window)
     print(json.dumps({"peak_extra_mib": (_status_kib("VmHWM") - before) / 1024}))
 
 
-def memory_of(which: str, n_texts: int, n_tokens: int) -> float:
-    cmd = [sys.executable, __file__, "--memory", which, "--cases", f"{n_texts}x{n_tokens}",
+def memory_of(which: str, n_texts: int, n_tokens: int, window: int | None) -> float:
+    case = f"{n_texts}x{n_tokens}" + (f"@{window}" if window else "")
+    cmd = [sys.executable, __file__, "--memory", which, "--cases", case,
            "--threads", str(torch.get_num_threads())]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])["peak_extra_mib"]
 
 
-def run_case(model, tok, n_texts: int, n_tokens: int, repeats: int) -> None:
+def run_case(model, tok, n_texts: int, n_tokens: int, window: int | None, repeats: int) -> None:
     ids = random_ids(n_texts, n_tokens)
     texts = texts_of(ids)
-    a, b = score(model, tok, texts), naive_lens(model, ids)
+    a, b = score(model, tok, texts, window), naive_lens(model, ids, window)
     err = np.abs(a - b).max() / (n_tokens - 1)
-    fns = {"a": lambda: score(model, tok, texts), "b": lambda: naive_lens(model, ids),
+    fns = {"a": lambda: score(model, tok, texts, window), "b": lambda: naive_lens(model, ids, window),
            "c": lambda: gemm_floor(model, ids)}
     times = {k: [] for k in fns}
     for r in range(repeats):
@@ -136,10 +152,11 @@ def run_case(model, tok, n_texts: int, n_tokens: int, repeats: int) -> None:
             fns[k]()
             times[k].append(time.perf_counter() - t0)
     ta, tb, tc = (statistics.median(times[k]) for k in "abc")
-    ma, mb = memory_of("a", n_texts, n_tokens), memory_of("b", n_texts, n_tokens)
+    ma, mb = memory_of("a", n_texts, n_tokens, window), memory_of("b", n_texts, n_tokens, window)
     n_pos = n_texts * (n_tokens - 1)
     tile_tokens, tile_vocab = lens.TILE_SHAPE["cpu"]
-    print(f"\n== {n_texts} texts x {n_tokens} tokens, {LAYERS + 1} rows, V={VOCAB}, batch {BATCH}, "
+    rolled = f" rolled in windows of {window} (stride {window // 2})" if window else ""
+    print(f"\n== {n_texts} texts x {n_tokens} tokens{rolled}, {LAYERS + 1} rows, V={VOCAB}, batch {BATCH}, "
           f"{torch.get_num_threads()} threads, {repeats} repeats (median s), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs ==")
     print(f"max |a - b| = {err:.2e} nats per token")
@@ -149,26 +166,34 @@ def run_case(model, tok, n_texts: int, n_tokens: int, repeats: int) -> None:
           f"= {(LAYERS + 1) * n_pos * HIDDEN * VOCAB * 2 / tc / 1e9:.0f} GFLOP/s")
     print(f"(d) peak extra RSS   a: {ma:8.1f} MiB   b: {mb:8.1f} MiB   (largest logits tensor alive: "
           f"a {tile_tokens * tile_vocab * 4 / 2**20:.0f} MiB tile of {tile_tokens} x {tile_vocab}, "
-          f"b {BATCH * (n_tokens - 1) * VOCAB * 4 / 2**20:.0f} MiB x2 with its log_softmax)")
+          f"b {BATCH * ((window or n_tokens) - 1) * VOCAB * 4 / 2**20:.0f} MiB x2 with its log_softmax)")
     print(f"ratios: (a)/(c) = {ta / tc:.2f} (goal <= 1.5)   (b)/(a) = {tb / ta:.2f} (goal >= 2)   "
           f"mem(a)/mem(b) = {ma / mb:.3f} (goal <= 0.125)")
+
+
+def parse_case(case: str) -> tuple[int, int, int | None]:
+    """"8x1024@256" -> (8, 1024, 256): texts, tokens per text, window (None: the model's context)."""
+    size, _, window = case.partition("@")
+    n_texts, n_tokens = map(int, size.split("x"))
+    return n_texts, n_tokens, int(window) if window else None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--cases", default="8x256,16x1024", help="comma-separated TEXTSxTOKENS")
+    p.add_argument("--cases", default="8x256,16x1024,8x1024@256",
+                   help="comma-separated TEXTSxTOKENS[@WINDOW]: with a window the texts are scored in rolling windows")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     p.add_argument("--memory", choices=["a", "b"], help=argparse.SUPPRESS)  # child mode of (d)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cases = [tuple(map(int, c.split("x"))) for c in args.cases.split(",")]
+    cases = [parse_case(c) for c in args.cases.split(",")]
     if args.memory:
         measure_memory(args.memory, *cases[0])
         return
     model, tok = pythia14m_shaped(), word_tokenizer()
-    for n_texts, n_tokens in cases:
-        run_case(model, tok, n_texts, n_tokens, args.repeats)
+    for n_texts, n_tokens, window in cases:
+        run_case(model, tok, n_texts, n_tokens, window, args.repeats)
 
 
 if __name__ == "__main__":

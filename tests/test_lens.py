@@ -118,7 +118,6 @@ def test_last_only_computes_no_lens(tokenizer):
     assert len(calls) > 2
 
 
-@pytest.mark.filterwarnings("ignore:score_model:UserWarning")  # the long text is truncated
 def test_batch_invariance(tokenizer):
     model = tiny_gpt2()
     target = SAMPLE_TEXTS[1]
@@ -140,13 +139,14 @@ def test_truncation_counted_and_scored_on_the_prefix(tokenizer):
     long = " ".join(SAMPLE_TEXTS) * 2
     texts = [long, SAMPLE_TEXTS[0], long + "!"]
     with pytest.warns(UserWarning, match="2 of 3 texts exceed the context length 128"):
-        ll, info = score_model(model, tokenizer, texts, layers="last", return_info=True)
+        ll, info = score_model(model, tokenizer, texts, layers="last", long_texts="truncate", return_info=True)
     assert info.n_truncated == 2 and info.context_length == 128
     assert info.n_tokens.tolist() == [127, len(ids_of(tokenizer, SAMPLE_TEXTS[0])) - 1, 127]
     assert ll[0, 0] == pytest.approx(own_ll(model, ids_of(tokenizer, long)[:128]), abs=1e-5 * 127)
 
     with pytest.warns(UserWarning, match="3 of 3 texts exceed the context length 16"):
-        ll, info = score_model(model, tokenizer, texts, layers="last", max_length=16, return_info=True)
+        ll, info = score_model(model, tokenizer, texts, layers="last", max_length=16, long_texts="truncate",
+                               return_info=True)
     assert info.n_tokens.tolist() == [15, 15, 15]
     assert ll[0, 1] == pytest.approx(own_ll(model, ids_of(tokenizer, SAMPLE_TEXTS[0])[:16]), abs=1e-5 * 15)
     with pytest.raises(ValueError, match="max_length must be in 2..128"):
@@ -208,7 +208,8 @@ def test_adapter_matches_model_output_and_naive_lens(chunk_elements, tokenizer, 
     assert np.all(np.abs(ll - ref) <= 1e-5 * n_tok)
     adapter.context_length, adapter.num_embeddings = 8, 320
     with pytest.warns(UserWarning, match="4 of 4 texts"):
-        assert score_model(adapter, tokenizer, TEXTS, return_info=True)[1].n_tokens.tolist() == [7] * 4
+        info = score_model(adapter, tokenizer, TEXTS, long_texts="truncate", return_info=True)[1]
+    assert info.n_tokens.tolist() == [7] * 4
 
 
 def test_unembed_locates_norm_and_head():

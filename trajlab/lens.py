@@ -2,9 +2,10 @@
 
 Convention (the paper's): an entry is the SUM over tokens 2..T of log p(y_t | y_<t), in nats. The first token is
 not scored and no BOS is prepended (Pythia's tokenizer adds none), unless ``prefix_bos=True``, which prepends the
-tokenizer's BOS and so scores every token of the text. Texts are tokenized with ``add_special_tokens=False`` and
-truncated at the model's context length; a text must leave at least one token to score (probe chunks are > 256
-bytes, so a shorter one is refused, naming its index).
+tokenizer's BOS and so scores every token of the text. Texts are tokenized with ``add_special_tokens=False``; a
+text must have a token to score (probe chunks are > 256 bytes, so a shorter one is refused, naming its index). A
+text longer than the window C (the model's context or ``max_length``) is scored whole by sliding windows
+(``long_texts="rolling"``, trajlab._windows), cut at C (``"truncate"``) or refused (``"error"``).
 
 Rows of the result: row 0 is the embedding output read through the lens, row l the residual stream after block l
 read through the lens (final norm + unembedding), and the last row, n_layers, the model's own output.
@@ -21,23 +22,23 @@ Models: a transformers causal LM (GPT-NeoX, GPT-2, Llama/Mistral/Qwen-style), or
 For a transformers model the last hidden state is already final-normed, so the last row applies only the
 unembedding to it (never the norm twice) and equals the model's own logits.
 
-Kernel: texts sorted by length, right-padded with an attention mask, one forward per batch; only the scored
-(non-pad, t >= 1) positions are gathered before the unembedding. Per position,
+Kernel: windows (a text that fits is one) sorted by length, right-padded with an attention mask, one forward per batch; only the scored
+(non-pad, not yet scored by an earlier window) positions are gathered before the unembedding. Per position,
 log p = -log sum_v exp(z_v - z_target): the target logit z_target = <normed h, W_target> (+ bias) comes first, so
 the sum needs no max pass and is >= 1; the rare position where it overflows is recomputed with a full
 log_softmax. With `Unembed` the logits are made in tiles of `TILE_SHAPE` (tokens x vocab) that stay in cache while
 exp and sum read them; an adapter's `unembed` is called on token chunks of about `CHUNK_ELEMENTS` logits. Either
 way no (tokens x vocab) tensor outlives a tile or chunk. Per-text sums are accumulated in float64.
 
-Dtype: the model runs in its own dtype (the lens GEMM too, like the model's own lm_head); each tile of logits is
-upcast to fp32 before the exp and sum, and the target logit is computed in fp32. With bf16 on GPU the logits carry
-bf16 rounding (~0.4% of a logit), as the model's own logits do; load the model in fp32 for reference numbers.
+Dtype: the model runs in its own dtype, the lens GEMMs too unless ``lens_dtype`` says otherwise (e.g. bf16 GEMMs
+on an fp32 model); each tile of logits is upcast to fp32 before the exp and sum, and the target logit is computed
+in fp32. bf16 logits carry bf16 rounding (~0.4% of a logit), as a bf16 model's own logits do; use fp32 for
+reference numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -46,6 +47,8 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from trajlab import _windows
+from trajlab._precision import LENS_DTYPES, resolved_lens_dtype
 from trajlab.probe import ProbeSet
 
 # (tokens, vocab) per logits tile of the Unembed path, by device type. CPU (tuned with scripts/bench_lens.py):
@@ -134,9 +137,13 @@ class ScoreInfo:
     Attributes:
         rows: the row index (0..n_layers) of each output row.
         n_layers: blocks in the model.
-        n_tokens: (N,) int64 scored tokens per text (after truncation).
-        n_truncated: texts cut at the context length.
-        context_length: the truncation length used (None: no limit known).
+        n_tokens: (N,) int64 scored tokens per text: T - 1 unless truncated (T tokens, BOS included).
+        n_truncated: texts cut at the context length (long_texts="truncate").
+        context_length: the window C used (None: no limit known).
+        long_texts: "rolling", "truncate" or "error", as asked.
+        stride: the rolling stride S used (None unless rolling with a known window).
+        window: the window C used (the same as context_length).
+        lens_dtype: the dtype of the lens GEMMs after "auto" and None resolved ("float32", "bfloat16", ...).
     """
 
     rows: tuple[int, ...]
@@ -144,6 +151,15 @@ class ScoreInfo:
     n_tokens: np.ndarray
     n_truncated: int
     context_length: int | None
+    long_texts: str = "truncate"
+    stride: int | None = None
+    window: int | None = None
+    lens_dtype: str = "float32"
+
+    def scoring(self) -> dict:
+        """How the rows were scored: the store's meta["scoring"] block."""
+        return {"long_texts": self.long_texts, "stride": self.stride, "window": self.window,
+                "n_tokens": [int(n) for n in self.n_tokens], "lens_dtype": self.lens_dtype}
 
 
 class _HFSource:
@@ -161,6 +177,13 @@ class _HFSource:
             cfg, "n_positions", None)
         self.num_embeddings: int | None = model.get_input_embeddings().num_embeddings
         self.device = next(model.parameters()).device
+        self.dtype = self.unembed.weight.dtype
+        self.w_gemm = self.unembed.weight
+
+    def use_lens_dtype(self, dtype: torch.dtype) -> None:
+        """Run the lens GEMMs in `dtype` (a copy of the unembedding made once per call when it differs)."""
+        w = self.unembed.weight
+        self.w_gemm = w if w.dtype == dtype else w.detach().to(dtype)
 
     def states(self, ids: torch.Tensor, mask: torch.Tensor, rows: Sequence[int]) -> list[torch.Tensor]:
         """The (B, T, d) hidden states at `rows`."""
@@ -176,7 +199,7 @@ class _HFSource:
     def logprobs(self, h: torch.Tensor, row: int, targets: torch.Tensor) -> torch.Tensor:
         """(n,) fp32 log p(targets) from states h (n, d) at `row`."""
         x = h if row == self.n_layers else self.unembed.norm(h)  # (n, d) final-normed
-        return _tiled_logprobs(self.unembed, x, targets)
+        return _tiled_logprobs(self.unembed, x, targets, self.w_gemm)
 
 
 class _AdapterSource:
@@ -190,6 +213,8 @@ class _AdapterSource:
         if device is None and isinstance(adapter, torch.nn.Module):
             device = next(adapter.parameters(), torch.empty(0)).device
         self.device = torch.device(device or "cpu")
+        params = adapter.parameters() if isinstance(adapter, torch.nn.Module) else iter(())
+        self.dtype = getattr(adapter, "dtype", None) or next(params, torch.empty(0)).dtype
         self.n_layers: int = getattr(adapter, "n_layers", None) or self._counted_layers(first_ids)
 
     def _counted_layers(self, ids: list[int]) -> int:
@@ -223,37 +248,18 @@ def _resolved_rows(layers: Literal["all", "last"] | Sequence[int], n_layers: int
     return [int(r) for r in rows]
 
 
-def _encoded(tokenizer, texts: list[str], prefix_bos: bool, context_length: int | None,
-             num_embeddings: int | None) -> tuple[list[list[int]], int]:
-    """Token ids per text (BOS-prefixed if asked, truncated) and how many texts were truncated."""
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    if prefix_bos:
-        bos = getattr(tokenizer, "bos_token_id", None)
-        if bos is None:
-            raise ValueError("prefix_bos=True but the tokenizer has no bos_token_id")
-        encoded = [[bos, *ids] for ids in encoded]
-    n_truncated = 0
-    if context_length is not None:
-        n_truncated = sum(len(ids) > context_length for ids in encoded)
-        encoded = [ids[:context_length] for ids in encoded]
-    for i, ids in enumerate(encoded):
-        if len(ids) < 2:
-            raise ValueError(f"text {i} tokenizes to {len(ids)} token(s); at least 2 are needed to score one "
-                             "(the first is not scored); drop it or use prefix_bos=True")
-        if num_embeddings is not None and max(ids) >= num_embeddings:
-            raise ValueError(f"text {i} has token id {max(ids)} >= the model's {num_embeddings} embedding rows: "
-                             "the tokenizer does not match the model")
-    return encoded, n_truncated
+def _tiled_logprobs(un: Unembed, x: torch.Tensor, targets: torch.Tensor, w_gemm: torch.Tensor) -> torch.Tensor:
+    """(n,) fp32 log p(targets) of final-normed states x (n, d), one (tokens x vocab) tile at a time.
 
-
-def _tiled_logprobs(un: Unembed, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(n,) fp32 log p(targets) of final-normed states x (n, d), one (tokens x vocab) tile at a time."""
+    The tile GEMMs use w_gemm (un.weight, or its copy in the lens dtype) and x cast to its dtype; the target
+    logit, the bias, exp and sum are fp32.
+    """
     n, vocab = x.shape[0], un.vocab_size
     c, vt = TILE_SHAPE.get(x.device.type, TILE_SHAPE["default"])
     c, vt = min(c, n), min(vt, vocab)
     n_tiles = -(-vocab // vt)
-    fp32 = x.dtype == torch.float32
-    tile = torch.empty(c * vt, dtype=x.dtype, device=x.device)  # flat, so every (m, k) view is contiguous
+    fp32 = w_gemm.dtype == torch.float32
+    tile = torch.empty(c * vt, dtype=w_gemm.dtype, device=x.device)  # flat, so every (m, k) view is contiguous
     tile32 = tile if fp32 else torch.empty(c * vt, dtype=torch.float32, device=x.device)
     sumexp = torch.empty(c, n_tiles, dtype=torch.float32, device=x.device)  # per-tile partial sums
     lp = torch.empty(n, dtype=torch.float32, device=x.device)
@@ -263,13 +269,14 @@ def _tiled_logprobs(un: Unembed, x: torch.Tensor, targets: torch.Tensor) -> torc
         zt = (xs.float() * un.weight[ts].float()).sum(-1, keepdim=True)  # (m, 1) target logits
         if un.bias is not None:
             zt += un.bias[ts, None].float()
+        xg = xs.to(w_gemm.dtype)  # (m, d) no copy when the dtypes agree
         for j, v in enumerate(range(0, vocab, vt)):
-            w = un.weight[v:v + vt]  # (k, d)
+            w = w_gemm[v:v + vt]  # (k, d)
             k = w.shape[0]
             if fp32 and un.bias is None:
-                z32 = torch.addmm(-zt, xs, w.T, out=tile[: m * k].view(m, k))  # (m, k) z - z_t in one pass
+                z32 = torch.addmm(-zt, xg, w.T, out=tile[: m * k].view(m, k))  # (m, k) z - z_t in one pass
             else:
-                z = torch.matmul(xs, w.T, out=tile[: m * k].view(m, k))  # (m, k) model dtype
+                z = torch.matmul(xg, w.T, out=tile[: m * k].view(m, k))  # (m, k) GEMM dtype
                 z32 = z if fp32 else tile32[: m * k].view(m, k).copy_(z)
                 if un.bias is not None:
                     z32 += un.bias[v:v + k]
@@ -310,6 +317,9 @@ def score_model(
     probe: ProbeSet | Sequence[str],
     layers: Literal["all", "last"] | Sequence[int] = "all",
     *,
+    long_texts: Literal["rolling", "truncate", "error"] = "rolling",
+    stride: int | None = None,
+    lens_dtype: Literal["float32", "bfloat16", "auto"] | None = None,
     batch_size: int = 8,
     prefix_bos: bool = False,
     max_length: int | None = None,
@@ -325,20 +335,27 @@ def score_model(
         probe: a ProbeSet or a list of texts.
         layers: "all" (rows 0..n_layers), "last" (only the model's own output; no lens computed), or a list of
             row indices 0..n_layers, returned in that order.
-        batch_size: texts per forward.
+        long_texts: a text longer than the window C: "rolling" scores it whole in sliding windows (see
+            trajlab._windows), "truncate" scores its first C tokens (warns), "error" refuses it.
+        stride: the rolling stride S, 1..C-1 (default C // 2): each token after the first window is scored
+            with at least C - S tokens of context.
+        lens_dtype: dtype of the lens's unembedding GEMMs: None = the model's own; "float32"; "bfloat16" (the
+            forward, target logit, exp and sum stay in the model's dtype / fp32); "auto" = bf16 where the device
+            multiplies bf16 natively (`trajlab._precision.has_fast_bf16`), else fp32.
+        batch_size: windows (a text that fits is one) per forward.
         prefix_bos: prepend the tokenizer's BOS so the first text token is scored too (not the paper's default).
-        max_length: truncation length; default the model's context length (it may not exceed it).
+        max_length: the window C; default the model's context length (it may not exceed it).
         device: where inputs go; default the model's device (a transformers model must already be there).
         progress: show a progress bar over batches.
-        return_info: also return a `ScoreInfo` (scored tokens per text, truncation count).
+        return_info: also return a `ScoreInfo` (scored tokens per text, how the texts were scored).
 
     Returns:
-        float64 array (len(rows), N), or (array, ScoreInfo) with return_info=True. Truncated texts are counted in
-        a warning and in ScoreInfo.n_truncated.
+        float64 array (len(rows), N), or (array, ScoreInfo) with return_info=True.
 
     Raises:
         ValueError: empty probe, a text with nothing to score, token ids beyond the model's embedding, layers out
-            of range, a non-finite log-likelihood (naming the text), or a model the lens cannot read.
+            of range, a bad long_texts / stride / lens_dtype, a text longer than the window with
+            long_texts="error", a non-finite log-likelihood (naming the text), or a model the lens cannot read.
     """
     texts = probe.texts if isinstance(probe, ProbeSet) else probe
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
@@ -358,20 +375,23 @@ def score_model(
         if max_length < 2 or (ctx is not None and max_length > ctx):
             raise ValueError(f"max_length must be in 2..{ctx or 'inf'} (the model's context), got {max_length}")
         ctx = max_length
-    num_embeddings = src.num_embeddings if hf else getattr(model, "num_embeddings", None)
-    encoded, n_truncated = _encoded(tokenizer, texts, prefix_bos, ctx, num_embeddings)
+    stride = _windows.resolved_stride(long_texts, stride, ctx)
+    if lens_dtype is not None and lens_dtype not in LENS_DTYPES:
+        raise ValueError(f"lens_dtype must be None or one of {', '.join(map(repr, LENS_DTYPES))}, got {lens_dtype!r}")
+    encoded = _windows.encoded_texts(tokenizer, texts, prefix_bos)
+    encoded, n_truncated = _windows.fitted(encoded, long_texts, ctx, stacklevel=2)
+    _windows.check_ids(encoded, src.num_embeddings if hf else getattr(model, "num_embeddings", None))
     src = src or _AdapterSource(model, encoded[0])
     rows = _resolved_rows(layers, src.n_layers)
     device = torch.device(device) if device is not None else src.device
     if hf and (device.type != src.device.type or device.index not in (None, src.device.index)):
         raise ValueError(f"the model is on {src.device}, not {device}: move it with model.to(...) or pass device=None")
-    if n_truncated:
-        warnings.warn(f"score_model: {n_truncated} of {len(texts)} texts exceed the context length {ctx} and were "
-                      "truncated", stacklevel=2)
+    gemm_dtype = resolved_lens_dtype(lens_dtype, src.dtype, device, hf)
+    if hf:
+        src.use_lens_dtype(gemm_dtype)
 
     n_tokens = np.array([len(ids) - 1 for ids in encoded], dtype=np.int64)
-    order = np.argsort(-n_tokens, kind="stable")  # longest first: padding is small, OOM shows up at once
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = _windows.batches_of(_windows.windows_of(encoded, ctx, stride), batch_size)
     ll = torch.zeros(len(rows), len(texts), dtype=torch.float64)
     if progress:
         from tqdm.auto import tqdm
@@ -383,17 +403,11 @@ def score_model(
         module.eval()
     try:
         with torch.inference_mode():
-            for idx in batches:
-                seqs = [encoded[i] for i in idx]
-                ids = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)  # (B, T) right-padded
-                mask = torch.zeros_like(ids)
-                for b, seq in enumerate(seqs):
-                    ids[b, : len(seq)] = torch.tensor(seq)
-                    mask[b, : len(seq)] = 1
-                ids, mask = ids.to(device), mask.to(device)
-                scored = mask[:, 1:].bool()  # (B, T-1): position t predicts token t+1
+            for batch in batches:
+                ids, mask, scored, text = _windows.padded(batch)  # (B, T), (B, T), (B, T-1), (B,)
+                owner = text.view(-1, 1).expand(scored.shape)[scored]  # (n,) text index
+                ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
                 targets = ids[:, 1:][scored]  # (n,)
-                owner = torch.as_tensor(idx).view(-1, 1).expand(scored.shape)[scored.cpu()]  # (n,) text index
                 for k, (row, h) in enumerate(zip(rows, src.states(ids, mask, rows))):
                     lp = src.logprobs(h[:, :-1][scored], row, targets)  # (n,)
                     ll[k].index_add_(0, owner, lp.to("cpu", torch.float64))
@@ -408,5 +422,6 @@ def score_model(
         raise ValueError(f"non-finite log-likelihood for text {i} at row {rows[k]} ({len(bad)} entries in all): "
                          "the model produced inf/nan; check its weights and dtype")
     if return_info:
-        return ll, ScoreInfo(tuple(rows), src.n_layers, n_tokens, n_truncated, ctx)
+        return ll, ScoreInfo(tuple(rows), src.n_layers, n_tokens, n_truncated, ctx, long_texts, stride, ctx,
+                             str(gemm_dtype).removeprefix("torch."))
     return ll
