@@ -39,7 +39,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +50,6 @@ MIX_B = {"shakespeare": 0.3, "bible": 0.5, "docs": 0.2}
 MIX_C = {"shakespeare": 0.4, "bible": 0.2, "docs": 0.4}
 FT_MIXES = {"bibleheavy": {"shakespeare": 0.2, "bible": 0.7, "docs": 0.1},
             "docsheavy": {"shakespeare": 0.3, "bible": 0.2, "docs": 0.5}}
-PAPER = {  # bits/byte, Kishino et al. v1 tables (Pythia-410M)
-    "consecutive early": "0.069 (10k->11k)", "consecutive middle": "0.053 (50k->51k)",
-    "consecutive late": "0.023 (100k->101k)", "between seeds": "0.11 (mean)", "between sizes": "0.28 .. 1.7",
-    "fine-tuned vs base": "0.40 (median)", "random pairs": "2.1 (median)",
-}
 
 
 @dataclass(frozen=True)
@@ -195,7 +189,7 @@ def longest_probe_tokens(out: Path, d: Design) -> dict[str, int]:
     texts = ProbeSet.load(out / "probe.json").texts
     longest = {}
     for run in runs(d):
-        if run.parent is None and run.vocab not in longest.values():
+        if run.parent is None:
             tok = AutoTokenizer.from_pretrained(out / run.name / "hf")
             longest[run.name] = max(len(x) for x in tok(texts, add_special_tokens=False)["input_ids"])
     return longest

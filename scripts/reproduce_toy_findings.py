@@ -17,18 +17,27 @@ from pathlib import Path
 import numpy as np
 
 ALPHA = 0.05
+PAPER = {  # bits/byte, Kishino et al. v1 tables (Pythia-410M)
+    "consecutive early": "0.069 (10k->11k)", "consecutive middle": "0.053 (50k->51k)",
+    "consecutive late": "0.023 (100k->101k)", "between seeds": "0.11 (mean)", "between sizes": "0.28 .. 1.7",
+    "fine-tuned vs base": "0.40 (median)", "random pairs": "2.1 (median)",
+}
 
 
 def _jsonable(test: dict) -> dict:
     return {k: v for k, v in test.items() if not isinstance(v, np.ndarray)}
 
 
-def _ordering(name: str, test: dict, smaller: str, larger: str) -> dict:
+def _ordering(name: str, test: dict, smaller: str, larger: str, pairs: tuple | None = None) -> dict:
+    """One entry of results["orderings"]; `pairs` = (smaller pairs, larger pairs) as row labels."""
     holds = bool(np.isfinite(test["diff"]) and test["diff"] > 0 and test["p_value"] < ALPHA)
     small, large = test.get("smaller", test.get("small")), test.get("larger", test.get("large"))
     detail = (f"{smaller} {small:.4g} < {larger} {large:.4g}: difference {test['diff']:.3g} "
               f"[{test['lo']:.3g}, {test['hi']:.3g}], p = {test['p_value']:.3g}")
-    return {"name": name, "holds": holds, "p_value": test["p_value"], "detail": detail, **_jsonable(test)}
+    out = {"name": name, "holds": holds, "p_value": test["p_value"], "detail": detail, **_jsonable(test)}
+    if pairs is not None:
+        out["smaller_pairs"], out["larger_pairs"] = pairs
+    return out
 
 
 def findings(design, out: Path, runs: list) -> dict:
@@ -73,18 +82,19 @@ def findings(design, out: Path, runs: list) -> dict:
               group("fine-tuned vs base", ft_pairs, PAPER["fine-tuned vs base"]),
               group("random pairs (different roots)", random, PAPER["random pairs"])]
 
-    boot = {"n_bytes": nb, "n_boot": design.n_boot, "seed": 0}
+    def order(name: str, smaller: list, larger: list, words: tuple[str, str]) -> dict:
+        test = ta.bootstrap_order(ll, smaller, larger, nb, n_boot=design.n_boot, seed=0)
+        named = tuple([[label[i], label[j]] for i, j in p] for p in (smaller, larger))
+        return _ordering(name, test, *words, pairs=named)
+
     orderings = []
     if cons:
-        orderings.append(_ordering("consecutive < between seeds",
-                                   ta.bootstrap_order(ll, cons, seeds, **boot), "consecutive", "seeds"))
-    orderings.append(_ordering("between seeds < between sizes",
-                               ta.bootstrap_order(ll, seeds, sizes, **boot), "seeds", "sizes"))
-    orderings.append(_ordering("fine-tuned vs base < random pairs",
-                               ta.bootstrap_order(ll, ft_pairs, random, **boot), "fine-tune", "random"))
+        orderings.append(order("consecutive < between seeds", cons, seeds, ("consecutive", "seeds")))
+    orderings.append(order("between seeds < between sizes", seeds, sizes, ("seeds", "sizes")))
+    orderings.append(order("fine-tuned vs base < random pairs", ft_pairs, random, ("fine-tune", "random")))
     if len(cons) == 3:
-        orderings.append(_ordering("late consecutive < early consecutive (after warm-up)",
-                                   ta.bootstrap_order(ll, [cons[2]], [cons[0]], **boot), "late", "early"))
+        orderings.append(order("late consecutive < early consecutive (after warm-up)", [cons[2]], [cons[0]],
+                               ("late", "early")))
     fits_ll = ta.diffusion_exponents(ta.kl_matrix(ll0, nb), steps, window=10, min_t0=design.warmup,
                                      full_window=True)
     fits_w = ta.diffusion_exponents(main.weight_sq_dist_matrix(), main.weight_steps, window=10,

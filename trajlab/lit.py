@@ -8,6 +8,7 @@ the train loader is resumable mid-epoch, so a resumed ``fit`` reproduces an unin
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -19,8 +20,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trajlab import corpus as corpora
+from trajlab._io import write_atomic
 from trajlab.models import build_model, preset_meta
-from trajlab.tokenizer import load_tokenizer, tokenizer_meta, train_tokenizer
+from trajlab.tokenizer import cache_root, load_tokenizer, tokenizer_fingerprint, tokenizer_meta, train_tokenizer
 
 
 class _Blocks(Dataset):
@@ -191,16 +193,30 @@ class LMDataModule(L.LightningDataModule):
             setattr(self, f"_{split}", _Blocks(torch.cat(blocks)))
 
     def _pack(self, texts: list[str], source: str) -> torch.Tensor:
-        """Concatenate the token streams of ``texts`` and cut them into (n, seq_len) blocks."""
+        """Concatenate the token streams of ``texts`` and cut them into (n, seq_len) blocks.
+
+        Blocks are cached under ``cache_root()/blocks`` by (tokenizer fingerprint, seq_len, texts' fingerprint):
+        runs of one tokenizer on one corpus (seeds, fine-tunes) tokenize it once.
+        """
+        seq_len = self.hparams.seq_len
+        key = hashlib.sha256(
+            f"blocks-v1|{tokenizer_fingerprint(self.tokenizer)}|{seq_len}|{corpora.corpus_fingerprint(texts)}".encode()
+        ).hexdigest()[:24]
+        cached = cache_root() / "blocks" / f"{key}.pt"
+        if cached.exists():
+            return torch.load(cached, weights_only=True)
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         flat = torch.tensor([t for seq in ids for t in seq], dtype=torch.int64)
-        n = len(flat) // self.hparams.seq_len
+        n = len(flat) // seq_len
         if n < 1:
             raise ValueError(
                 f"corpus {source!r} yields {len(flat)} tokens in a split, fewer than one sequence of "
-                f"seq_len={self.hparams.seq_len}: use a larger corpus or a smaller seq_len"
+                f"seq_len={seq_len}: use a larger corpus or a smaller seq_len"
             )
-        return flat[: n * self.hparams.seq_len].view(n, self.hparams.seq_len)
+        blocks = flat[: n * seq_len].view(n, seq_len)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cached, lambda tmp: torch.save(blocks, tmp))
+        return blocks
 
     def _loader(self, data: _Blocks, split: str, shuffle: bool) -> ResumableLoader:
         trainer = self.trainer
