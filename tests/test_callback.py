@@ -160,15 +160,25 @@ def test_training_unchanged_by_callback(dropout_runs):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def direct_loglik(model, tokenizer, texts: list[str]) -> np.ndarray:
-    """(N,) summed log p(token t | tokens < t), t >= 2, from the model's own logits (float64 log-softmax)."""
-    ctx = model.config.max_position_embeddings
+def direct_loglik(logits, ctx: int, tokenizer, texts: list[str]) -> np.ndarray:
+    """(N,) summed log p(token t | tokens < t), t >= 2, from `logits(ids (1, T)) -> (1, T, V)` (float64
+    log-softmax). A text longer than the context `ctx` is scored one window at a time: windows [b, b + ctx) at
+    b = 0, ctx // 2, ctx, ..., each scoring only the tokens no earlier window scored (transformers' "Perplexity
+    of fixed-length models")."""
     out = []
     for text in texts:
-        ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"][:ctx])[None]
-        with torch.no_grad():
-            logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
-        out.append(logp.gather(1, ids[0, 1:, None]).sum().item())
+        ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
+        total, scored = 0.0, 1  # tokens [0, scored) are done; token 0 is never scored
+        for begin in range(0, len(ids) - 1, ctx // 2):
+            window = ids[begin : begin + ctx][None]
+            with torch.no_grad():
+                logp = torch.log_softmax(logits(window)[0, :-1].double(), -1)  # predicts window[1:]
+            per_token = logp.gather(1, window[0, 1:, None])[:, 0]  # entry j: token begin + 1 + j
+            total += per_token[scored - begin - 1 :].sum().item()
+            scored = begin + window.shape[1]
+            if scored == len(ids):
+                break
+        out.append(total)
     return np.array(out)
 
 
@@ -182,6 +192,13 @@ def test_records_match_the_model_at_each_step(dropout_runs):
     meta = store.meta
     assert meta["run"] == "recorded" and meta["seed"] == 0 and meta["preset"] == "nano"
     assert meta["tokenizer"]["fingerprint"] == tokenizer_fingerprint(recorded.tokenizer)
+    ctx, tok = recorded.model.config.max_position_embeddings, recorded.tokenizer
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in store.probe().texts]
+    assert max(lengths) > ctx  # the probe has texts longer than the context: scored whole, in windows
+    assert meta["scoring"] == {"long_texts": "rolling", "stride": ctx // 2, "window": ctx,
+                               "n_tokens": [n - 1 for n in lengths], "lens_dtype": "float32"}  # fmt: skip
+    assert meta["warmup_steps"] == DEBUG["model"]["warmup_steps"]
+    assert meta["max_steps"] == DEBUG["trainer"]["max_steps"]
     full = {int(s): store.full_weights(s) for s in store.steps}
     assert all(np.array_equal(full[20][n], p.detach().numpy()) for n, p in recorded.model.named_parameters())
     texts, ll, sketches = store.probe().texts, store.loglik(-1), store.weight_sketch()
@@ -189,7 +206,8 @@ def test_records_match_the_model_at_each_step(dropout_runs):
     for k, step in enumerate(store.steps):
         weights = full[int(step)]
         model.load_state_dict({n: torch.from_numpy(w) for n, w in weights.items()}, strict=False)
-        np.testing.assert_allclose(ll[k], direct_loglik(model, recorded.tokenizer, texts), rtol=2e-5)
+        direct = direct_loglik(lambda ids: model(ids).logits, ctx, recorded.tokenizer, texts)
+        np.testing.assert_allclose(ll[k], direct, rtol=2e-5)
         expect_sketch = WeightSketch(4096).sketch([(n, torch.from_numpy(w)) for n, w in weights.items()])
         np.testing.assert_array_equal(sketches[k], expect_sketch)
         for j in range(k):
@@ -287,6 +305,10 @@ def test_finetune_scores_the_parent_probe(plain_run, tmp_path):
     assert child.probe_fingerprint == parent.probe_fingerprint
     assert child.probe().texts != tuned.trainer.datamodule.probe_texts
     assert child.meta["parent"] == {"run": "full", "step": 20, "store": str(pre / "trajectory")}
+    root = parent.meta["id"]  # a pretraining run is its own root; the fine-tune names its last snapshot
+    assert parent.meta["lineage"] == {"root": root, "parent": None}
+    assert child.meta["lineage"] == {"root": root, "parent": {"id": root, "step": 20}}
+    assert child.meta["warmup_steps"] == DEBUG["model"]["warmup_steps"] and child.meta["max_steps"] == 20
     # Step 0 of the fine-tune is the parent's last snapshot: the same model on the same texts.
     np.testing.assert_allclose(child.loglik(-1)[0], parent.loglik(-1)[-1], rtol=1e-6)
     assert child.weight_steps.tolist() == child.steps.tolist()  # weights="sketch" default
@@ -385,14 +407,12 @@ def test_any_lightning_module_through_the_adapter_with_accumulation(tmp_path):
         np.array_equal(store.full_weights(2)[n], p.detach().numpy())
         for n, p in two_steps.net.named_parameters()
     )
-    # The last row is the model's own next-token log-likelihood, computed here directly.
-    net, tok = recorded.net.eval(), make_tokenizer()
-    direct = []
-    for text in SAMPLE_TEXTS:
-        ids = torch.tensor(tok(text, add_special_tokens=False)["input_ids"][:48])[None]
-        with torch.no_grad():
-            logp = torch.log_softmax(net.unembed(net.hidden_states(ids, None)[-1])[0, :-1].double(), -1)
-        direct.append(logp.gather(1, ids[0, 1:, None]).sum().item())
+    # The last row is the model's own next-token log-likelihood, computed here directly (the last text is longer
+    # than the context of 48 tokens: scored whole, in windows).
+    net = recorded.net.eval()
+    direct = direct_loglik(
+        lambda ids: net.unembed(net.hidden_states(ids, None)[-1]), 48, make_tokenizer(), SAMPLE_TEXTS
+    )
     np.testing.assert_allclose(store.loglik(-1)[-1], direct, rtol=1e-5)
     assert store.loglik_all().shape == (4, 3, len(SAMPLE_TEXTS))
 

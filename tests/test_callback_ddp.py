@@ -77,8 +77,10 @@ def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
         model.load_state_dict(
             {n: torch.from_numpy(w) for n, w in store.full_weights(step).items()}, strict=False
         )
-        single = score_model(model, dm.tokenizer, dm.probe_texts, "all")  # one process, batches of 8
+        single, info = score_model(model, dm.tokenizer, dm.probe_texts, "all", return_info=True)  # batches of 8
         np.testing.assert_allclose(stored[k], single, rtol=1e-6, atol=1e-6)
+    # the scored tokens per text, gathered from both ranks' shares, are one process's
+    assert store.meta["scoring"] == info.scoring()
 
 
 @pytest.mark.slow

@@ -12,6 +12,8 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,14 @@ import numpy as np
 import pytest
 
 import trajlab
-from trajlab.store import MissingEntryError, TrajectoryStore, open_stores
+from trajlab.store import (
+    META_SCHEMA,
+    SCORING_SCHEMA,
+    MissingEntryError,
+    TrajectoryStore,
+    check_comparable,
+    open_stores,
+)
 
 N, L = 7, 2
 META = {"run": "test-run", "model": "tiny", "tokenizer": {"fingerprint": "tok123"}, "config": {"hidden": 8}}
@@ -165,8 +174,11 @@ def test_sigkill_mid_append_leaves_complete_prefix(tmp_path):
     code = CHILD.format(tests=str(Path(__file__).parent), root=str(root))
     rnd = random.Random(0)
     for _ in range(6):
+        before = (root / "manifest.jsonl").stat().st_size
         child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
-        time.sleep(rnd.uniform(0.3, 0.9))
+        while (root / "manifest.jsonl").stat().st_size == before and child.poll() is None:
+            time.sleep(0.01)  # until the child appends (its start-up takes long on a busy machine)
+        time.sleep(rnd.uniform(0.0, 0.6))  # then a random moment of its appending
         assert child.poll() is None, child.stderr.read().decode()
         os.kill(child.pid, signal.SIGKILL)
         child.communicate()  # reaps the child and closes its pipe
@@ -198,6 +210,9 @@ def test_refusals_leave_store_unchanged(tmp_path):
         r"shape \(3, 8\), expected \(3, 7\)": dict(step=6, loglik=np.zeros((L + 1, N + 1))),
         r"shape \(2, 7\), expected \(3, 7\)": dict(step=6, loglik=np.zeros((2, N))),
         "must be distinct and increasing": dict(step=6, loglik=np.zeros((2, N)), layers=[2, 0]),
+        r"layers \[0, 1\] lack the model's output \(layer 2\)": dict(
+            step=6, loglik=ll_of(6)[:2], layers=[0, 1]
+        ),
         "layer 3 is out of range": dict(step=6, loglik=np.zeros(N), layers=[3]),
         "step 6: loglik is not finite \\(nan\\) at text 4, layer 1": dict(step=6, loglik=nan_at_1_4),
         "step 6: loglik is not finite \\(-inf\\) at text 2, layer 2": dict(
@@ -340,3 +355,242 @@ def test_store_works_without_torch(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# ---- format 2 meta: schema, version-1 stores, lineage, comparability ----
+
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "store_v1"
+SCORING = {
+    "long_texts": "rolling",
+    "stride": 64,
+    "window": 128,
+    "n_tokens": list(range(10, 17)),
+    "lens_dtype": "float32",
+}
+
+
+def typed(value, types) -> bool:
+    return not isinstance(value, bool) and isinstance(value, types)
+
+
+def test_meta_has_every_schema_key_with_its_type(tmp_path):
+    full = META | {"scoring": SCORING, "warmup_steps": 10, "max_steps": 500}
+    with TrajectoryStore.create(tmp_path / "a", probe=Probe(), meta=full, n_layers=L) as a:
+        a.append(3, ll_of(3))
+    new_store(tmp_path, "b").close()
+    a, b = TrajectoryStore.open(tmp_path / "a"), TrajectoryStore.open(tmp_path / "b")
+    on_disk = json.loads((tmp_path / "a" / "meta.json").read_text())
+    for meta in (a.meta, b.meta, on_disk):
+        assert meta["format_version"] == 2
+        for key, (types, _) in META_SCHEMA.items():
+            assert typed(meta[key], types), (key, meta[key])
+        for key, (types, _) in SCORING_SCHEMA.items():
+            assert typed(meta["scoring"][key], types), (key, meta["scoring"][key])
+    assert uuid.UUID(a.meta["id"]).version == 4 and a.meta["id"] != b.meta["id"]
+    assert a.meta["lineage"] == {"root": a.meta["id"], "parent": None}
+    assert (a.meta["scoring"], a.meta["warmup_steps"], a.meta["max_steps"]) == (SCORING, 10, 500)
+    assert b.meta["scoring"] == dict.fromkeys(SCORING_SCHEMA) and b.meta["warmup_steps"] is None
+    assert on_disk == a.meta  # format 2 stores every key on disk: readable without trajlab
+    given = TrajectoryStore.create(tmp_path / "c", probe=Probe(), meta=META | {"id": "import-7"}, n_layers=L)
+    assert given.meta["id"] == given.meta["lineage"]["root"] == "import-7"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"scoring": SCORING | {"long_texts": "chop"}}, "long_texts.* must be one of"),
+        ({"scoring": SCORING | {"n_tokens": [1, 2]}}, "n_tokens.* must list 7 non-negative ints"),
+        ({"scoring": SCORING | {"stride": 0}}, "stride.* must be >= 1"),
+        ({"scoring": SCORING | {"colour": 1}}, "extra keys \\['colour'\\]"),
+        ({"lineage": {"root": "r", "parent": {"id": "p"}}}, 'lineage.* must be {"root": str'),
+        ({"warmup_steps": "100"}, "warmup_steps.* must be int or null"),
+        ({"max_steps": -1}, "max_steps.* must be >= 0"),
+    ],
+)
+def test_bad_format_2_meta_refused_in_one_line(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message) as e:
+        TrajectoryStore.create(tmp_path / "s", probe=Probe(), meta=META | extra, n_layers=L)
+    assert "\n" not in str(e.value) and not (tmp_path / "s" / "meta.json").exists()
+
+
+def test_version_1_store_reads_with_the_documented_defaults(tmp_path):
+    st = TrajectoryStore.open(FIXTURE_V1)
+    meta, raw = st.meta, (FIXTURE_V1 / "meta.json").read_bytes()
+    assert meta["format_version"] == 1 and json.loads(raw)["format_version"] == 1
+    assert meta["id"] == "v1-" + hashlib.sha256(raw).hexdigest()[:32]
+    assert meta["lineage"] == {"root": meta["id"], "parent": None}
+    assert meta["scoring"] == {
+        "long_texts": "truncate",
+        "stride": None,
+        "window": None,
+        "n_tokens": None,
+        "lens_dtype": None,
+    }
+    assert meta["warmup_steps"] is None and meta["max_steps"] is None
+    for key, (types, _) in META_SCHEMA.items():
+        assert typed(meta[key], types), key
+    # The numbers: the LL files read with numpy alone.
+    steps, last = read_with_numpy_alone(FIXTURE_V1)
+    assert st.steps.tolist() == steps == [0, 2] and st.full_layer_steps().tolist() == [0, 2]
+    np.testing.assert_array_equal(st.loglik(-1), last)
+    files = [np.load(FIXTURE_V1 / "snapshots" / f"step_{s:08d}.ll.npy") for s in steps]
+    np.testing.assert_array_equal(st.loglik_all(), np.stack(files))
+    assert st.probe().domains is None and len(st.probe().texts) == st.n_texts == 4
+    assert st.weight_sketch().shape == (2, 16)
+    # Read-only: appending would put whole-text rows under meta that says "truncate".
+    for attempt in (
+        lambda: TrajectoryStore.open(FIXTURE_V1, writable=True),
+        lambda: TrajectoryStore.open_or_create(FIXTURE_V1, probe=st.probe(), meta=META, n_layers=2),
+    ):
+        with pytest.raises(ValueError, match="format-1 store .* opens read-only") as e:
+            attempt()
+        assert "\n" not in str(e.value)
+    assert not (FIXTURE_V1 / "writer.lock").exists()
+
+
+def test_version_1_fine_tune_lineage_from_its_old_parent(tmp_path):
+    import shutil
+
+    shutil.copytree(FIXTURE_V1, tmp_path / "base")
+    shutil.copytree(FIXTURE_V1, tmp_path / "child")
+    old = json.loads((FIXTURE_V1 / "meta.json").read_text())
+    parent = {"run": "base", "step": 2, "store": str(tmp_path / "base")}
+    (tmp_path / "child" / "meta.json").write_text(json.dumps(old | {"run": "child", "parent": parent}))
+    base, child = TrajectoryStore.open(tmp_path / "base"), TrajectoryStore.open(tmp_path / "child")
+    assert child.meta["id"] != base.meta["id"]
+    assert child.meta["lineage"] == {"root": base.meta["id"], "parent": {"id": base.meta["id"], "step": 2}}
+    assert child.meta["parent"] == parent  # the old key stays readable
+    shutil.rmtree(tmp_path / "base")  # a parent that is gone: the child is its own root
+    orphan = TrajectoryStore.open(tmp_path / "child").meta
+    assert orphan["lineage"] == {"root": orphan["id"], "parent": None} and orphan["id"] == child.meta["id"]
+
+
+def test_lineage_of_a_child_inherits_the_root(tmp_path):
+    with new_store(tmp_path, "base") as base:
+        base.append(0, ll_of(0))
+        base.append(8, ll_of(8))
+    base = TrajectoryStore.open(tmp_path / "base")
+    lineage = base.lineage_of_child()
+    assert lineage == {"root": base.meta["id"], "parent": {"id": base.meta["id"], "step": 8}}
+    child = TrajectoryStore.create(
+        tmp_path / "child", probe=Probe(), meta=META | {"lineage": lineage}, n_layers=L
+    )
+    assert child.meta["lineage"]["root"] == base.meta["id"] != child.meta["id"]
+    assert base.lineage_of_child(0)["parent"] == {"id": base.meta["id"], "step": 0}
+    for bad, message in ((child, "holds no snapshots"), (base, "no snapshot at step 5")):
+        with pytest.raises(ValueError, match=message) as e:
+            bad.lineage_of_child(None if bad is child else 5)
+        assert "\n" not in str(e.value)
+
+
+def test_domains_kept_in_the_probe(tmp_path):
+    @dataclass
+    class DomainProbe(Probe):
+        domains: list[str] = field(default_factory=lambda: ["plays"] * 4 + ["bible"] * 3)
+
+        def to_dict(self) -> dict:
+            return super().to_dict() | {"domains": self.domains}
+
+    new_store(tmp_path, "d", probe=DomainProbe()).close()
+    assert TrajectoryStore.open(tmp_path / "d").probe().domains == ("plays",) * 4 + ("bible",) * 3
+    with pytest.raises(ValueError, match="probe domains must be 7 strings") as e:
+        new_store(tmp_path, "e", probe=DomainProbe(domains=["x"]))
+    assert "\n" not in str(e.value)
+
+
+def test_partial_layer_snapshots_read_by_steps(tmp_path):
+    with new_store(tmp_path) as st:
+        for s in range(6):  # all layers at steps 0 and 3 (layers_every=3), the last layer elsewhere
+            st.append(s, ll_of(s) if s % 3 == 0 else ll_of(s)[L], layers=None if s % 3 == 0 else [-1])
+    st = TrajectoryStore.open(tmp_path / "s")
+    assert st.full_layer_steps().tolist() == [0, 3]
+    np.testing.assert_array_equal(st.loglik_all(st.full_layer_steps()), np.stack([ll_of(0), ll_of(3)]))
+    np.testing.assert_array_equal(st.loglik(1, steps=[0, 3]), [ll_of(0)[1], ll_of(3)[1]])
+    np.testing.assert_array_equal(st.loglik(-1), [ll_of(s)[L] for s in range(6)])  # every step
+    for read in (lambda: st.loglik(1), st.loglik_all):
+        with pytest.raises(ValueError, match=r"steps \[1, 2, 4, 5\] .*2 steps hold every layer.*full_layer"):
+            read()
+    with pytest.raises(MissingEntryError, match="step 7 is not in store"):
+        st.loglik_all([0, 7])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        st.loglik(-1, steps=[3, 0])
+
+
+def scored_store(tmp_path, name, probe=None, **scoring) -> Path:
+    meta = META | {"scoring": SCORING | scoring} | ({"tokenizer": {"fingerprint": name}} if name else {})
+    TrajectoryStore.create(tmp_path / name, probe=probe or Probe(), meta=meta, n_layers=L).close()
+    return tmp_path / name
+
+
+def test_check_comparable_refuses_truncated_with_whole_texts(tmp_path):
+    rolling, cut = scored_store(tmp_path, "rolling"), scored_store(tmp_path, "cut", long_texts="truncate")
+    refuse = scored_store(tmp_path, "refuse", long_texts="error")
+    for other in (rolling, refuse):
+        match = f"cannot compare {cut} .*truncate.* with {other} .*whole texts"
+        with pytest.raises(ValueError, match=match) as e:
+            open_stores([cut, other])
+        assert "\n" not in str(e.value)
+    v1 = TrajectoryStore.open(FIXTURE_V1)  # a (label, meta) pair stands for a store still to be written
+    with pytest.raises(ValueError, match=f"cannot compare {FIXTURE_V1} .*truncate.* with this run"):
+        check_comparable([v1, ("this run", {"probe_fingerprint": v1.probe_fingerprint, "scoring": SCORING})])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # whole texts either way, other tokenizers: neither refused nor warned
+        assert len(open_stores([rolling, refuse])) == 2
+        other_probe = scored_store(tmp_path, "p2", Probe(fingerprint="p2"), long_texts="truncate")
+        check_comparable([TrajectoryStore.open(p) for p in (rolling, other_probe)])  # different probes
+        check_comparable([TrajectoryStore.open(rolling), TrajectoryStore.open(new_store(tmp_path).path)])
+
+
+@pytest.mark.parametrize(
+    "key, value, shown",
+    [
+        ("stride", 32, "stride 64 .*, 32 "),
+        ("window", 256, "window 128 .*, 256 "),
+        ("lens_dtype", "bfloat16", "lens_dtype float32 .*, bfloat16 "),
+    ],
+)
+def test_check_comparable_warns_on_other_settings(tmp_path, key, value, shown):
+    a, b = scored_store(tmp_path, "a"), scored_store(tmp_path, "b", **{key: value})
+    with pytest.warns(UserWarning, match=f"different settings.*{shown}") as rec:
+        open_stores([a, b])
+    assert len(rec) == 1 and "\n" not in str(rec[0].message)
+    # a stride matters only where windows slide: truncated stores with other strides pass silently
+    if key == "stride":
+        c, d = (scored_store(tmp_path, n, long_texts="truncate", stride=s) for n, s in (("c", 8), ("d", 9)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            open_stores([c, d])
+
+
+def test_resume_and_merge_refuse_another_scoring(tmp_path):
+    from trajlab.merge import merge_stores
+
+    root = scored_store(tmp_path, "s")
+    meta = META | {"tokenizer": {"fingerprint": "s"}}
+    with pytest.raises(ValueError, match="cannot resume .*: scoring stride 32 differs from the store's 64"):
+        TrajectoryStore.open_or_create(
+            root, probe=Probe(), meta=meta | {"scoring": SCORING | {"stride": 32}}, n_layers=L
+        )
+    TrajectoryStore.open_or_create(root, probe=Probe(), meta=meta | {"scoring": SCORING}, n_layers=L).close()
+    shards = []
+    for i, scoring in enumerate((SCORING, SCORING, SCORING | {"window": 64})):
+        lineage = {"root": "R", "parent": {"id": "P", "step": 4}}
+        meta = META | {"scoring": scoring, "lineage": lineage, "shard": i}
+        with TrajectoryStore.create(tmp_path / f"shard{i}", probe=Probe(), meta=meta, n_layers=L) as st:
+            st.append(i, ll_of(i))
+        shards.append(tmp_path / f"shard{i}")
+    merged = TrajectoryStore.open(merge_stores(shards[:2], tmp_path / "merged"))
+    ids = {TrajectoryStore.open(s).meta["id"] for s in shards[:2]}
+    assert merged.meta["id"] not in ids and merged.meta["lineage"] == lineage
+    assert merged.meta["scoring"] == SCORING and merged.steps.tolist() == [0, 1]
+    with (
+        pytest.warns(UserWarning, match="window"),
+        pytest.raises(
+            ValueError, match="cannot merge .*shard2 .*: scoring window 64 differs from the store's 128"
+        ) as e,
+    ):
+        merge_stores([shards[0], shards[2]], tmp_path / "merged2")
+    assert "\n" not in str(e.value) and not (tmp_path / "merged2").exists()
+    cut = scored_store(tmp_path, "cut", long_texts="truncate")
+    with pytest.raises(ValueError, match="cannot compare .*truncate"):
+        merge_stores([shards[0], cut], tmp_path / "merged3")

@@ -1,15 +1,24 @@
 """TrajectoryCallback: record a run's trajectory into a TrajectoryStore while it trains, in any Lightning project.
 
 At each scheduled optimizer step the callback scores the probe texts at every lens layer (``trajlab.lens``
-``score_model``, the one scoring path), takes a weight sketch and exact distances to the previous snapshots
-(``trajlab.sketch``), hands the arrays to a background thread that appends them to the store, and logs KL
-numbers (``trajlab.analysis``) to the trainer's loggers. Training is unchanged: scoring runs in eval mode under
-inference mode, and the train/eval flag of every module and the torch (CPU and CUDA), numpy and Python random
-states are restored afterwards.
+``score_model``, the one scoring path; whole texts by default, ``long_texts="rolling"``), takes a weight
+sketch and exact distances to the previous snapshots (``trajlab.sketch``), hands the arrays to a background
+thread that appends them to the store, and logs KL numbers (``trajlab.analysis``) to the trainer's loggers.
+Training is unchanged: scoring runs in eval mode under inference mode, and the train/eval flag of every module
+and the torch (CPU and CUDA), numpy and Python random states are restored afterwards.
 
 Steps are ``trainer.global_step`` (optimizer steps, so gradient accumulation is handled): step 0 is taken in
 ``on_train_start`` before any update, step s right after the s-th optimizer step, and the end of training in
 ``on_train_end`` (``final=True``).
+
+The store is created at the first snapshot, when the scoring is known: its meta["scoring"] is that snapshot's
+``ScoreInfo.scoring()`` (per-text scored tokens gathered from every rank), with ``warmup_steps`` (the module's
+``hparams["warmup_steps"]``), ``max_steps`` (``trainer.max_steps``) and the lineage: a fine-tune (probe="parent",
+or ``parent=STORE[@STEP]``) inherits its parent's root and names the parent snapshot.
+
+``layers_every=k`` scores every lens layer at every k-th scheduled snapshot (schedule index 0, k, 2k, ...) and at
+the last step of the run, and the model's output only at the others; each snapshot's manifest record lists its
+layers, and ``store.full_layer_steps()`` / ``store.loglik_all(store.full_layer_steps())`` read the full ones.
 
 Resume (``fit(ckpt_path=...)``): the store is reopened, never rewritten. Every checkpoint first waits until the
 queued snapshots are on disk, so the store holds every snapshot the checkpoint's state names. Snapshots taken
@@ -39,6 +48,9 @@ from trajlab.lens import score_model
 from trajlab.probe import ProbeSet
 from trajlab.recording import (
     Writer,
+    check_settings,
+    on_rank_zero,
+    parent_lineage,
     resolve_probe,
     scores_across_ranks,
     snapshot_metrics,
@@ -48,11 +60,15 @@ from trajlab.recording import (
 )
 from trajlab.schedule import snapshot_steps
 from trajlab.sketch import WeightHistory, WeightSketch
-from trajlab.store import TrajectoryStore
+from trajlab.store import TrajectoryStore, check_comparable
+from trajlab.store_files import check_creatable
 
 MAP_FILE = "trajectory_map.png"
 # What the store's meta["config"]["callback"] records.
-SETTINGS = ("probe", "n_texts", "schedule", "layers", "weights", "final", "full_every", "sketch_k", "window")
+SETTINGS = (
+    "probe", "n_texts", "schedule", "layers", "weights", "final", "full_every", "sketch_k", "window",
+    "long_texts", "stride", "lens_dtype", "layers_every", "parent",
+)  # fmt: skip
 
 
 class TrajectoryCallback(L.Callback):
@@ -80,7 +96,15 @@ class TrajectoryCallback(L.Callback):
         sketch_k: weight sketch dimension.
         window: previous snapshots each one gets an exact weight distance to.
         batch_size: texts per scoring forward.
-        max_length: scoring truncation (tokens); default the model's context length.
+        max_length: the scoring window C (tokens); default the model's context length.
+        long_texts: a text longer than the window is scored whole with a sliding window ("rolling"), cut at
+            the window ("truncate", as version-1 stores were) or refused ("error"); see `score_model`.
+        stride: the sliding window's stride in tokens (default C // 2).
+        lens_dtype: dtype of the lens GEMMs (None: the model's; "float32", "bfloat16", "auto").
+        layers_every: with layers="all", score every lens layer at every layers_every-th scheduled snapshot
+            and at the run's last step, and the model's output only at the others.
+        parent: the store this run continues from, "PATH" (its last snapshot) or "PATH@STEP", for the lineage
+            (default: with probe="parent", the store the probe came from).
         map_every: redraw the PCA map of the trajectory (``<store>/trajectory_map.png``, and an image for
             TensorBoard / wandb loggers) every this many snapshots and at the end; 0: only at the end.
         run_name: the store's meta["run"]; default the name of ``trainer.default_root_dir``.
@@ -107,24 +131,34 @@ class TrajectoryCallback(L.Callback):
         window: int = 10,
         batch_size: int = 8,
         max_length: int | None = None,
+        long_texts: Literal["rolling", "truncate", "error"] = "rolling",
+        stride: int | None = None,
+        lens_dtype: str | None = None,
+        layers_every: int = 1,
+        parent: str | None = None,
         map_every: int = 10,
         run_name: str | None = None,
         queue_size: int = 4,
     ):
-        if layers not in ("all", "last"):
-            raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
-        if weights not in ("sketch", "full", "none"):
-            raise ValueError(f"weights must be 'sketch', 'full' or 'none', got {weights!r}")
-        if min(full_every, window, batch_size, queue_size, n_texts or 2) < 1 or map_every < 0 or n_texts == 1:
-            raise ValueError(
-                "full_every, window, batch_size and queue_size must be >= 1, n_texts >= 2 (KL needs "
-                "two texts), map_every >= 0"
-            )
+        check_settings(
+            layers,
+            weights,
+            long_texts,
+            layers_every,
+            full_every,
+            window,
+            batch_size,
+            queue_size,
+            n_texts,
+            map_every,
+        )
         snapshot_steps(schedule, 1)  # a bad spec fails here, before training
         self.out_dir, self.probe, self.n_texts, self.schedule = out_dir, probe, n_texts, schedule
         self.layers, self.weights, self.tokenizer, self.model = layers, weights, tokenizer, model
         self.final, self.full_every, self.sketch_k, self.window = final, full_every, sketch_k, window
         self.batch_size, self.max_length, self.map_every = batch_size, max_length, map_every
+        self.long_texts, self.stride, self.lens_dtype = long_texts, stride, lens_dtype
+        self.layers_every, self.parent = layers_every, parent
         self.run_name, self.queue_size = run_name, queue_size
         self.timings = {"snapshots": 0, "callback_s": 0.0, "score_s": 0.0}
         self._restored: dict | None = None
@@ -155,6 +189,14 @@ class TrajectoryCallback(L.Callback):
         self._probe, self._parent = resolve_probe(self.probe, trainer.datamodule, init_from, self.n_texts)
         if len(self._probe) < max(2, trainer.world_size):
             raise ValueError(f"the probe has {len(self._probe)} texts; KL needs >= 2 and DDP one per rank")
+        self._lineage = self._parent_meta = None
+        spec = self.parent
+        if spec is None and self._parent and self._parent["step"] is not None:  # probe="parent"
+            spec = f"{self._parent['store']}@{self._parent['step']}"  # (a parent without snapshots: no lineage)
+        if spec:  # refuses a parent scored another way (truncated vs whole texts) before training starts
+            self._lineage, self._parent, self._parent_meta = parent_lineage(
+                spec, self._probe.fingerprint, self.long_texts, f"this run ({self._path})"
+            )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         t0 = time.perf_counter()
@@ -172,17 +214,15 @@ class TrajectoryCallback(L.Callback):
         max_steps = trainer.max_steps if trainer.max_steps >= 0 else trainer.estimated_stepping_batches
         if not np.isfinite(max_steps):
             raise ValueError("TrajectoryCallback needs a finite run: set trainer.max_steps or max_epochs")
-        start = trainer.global_step
+        start, self._max_steps = trainer.global_step, int(max_steps)
         order = snapshot_steps(self.schedule, int(max_steps))
         self._todo = {s: i for i, s in enumerate(order) if s >= start}  # step -> index in the schedule
         self._rows, self._last_step, self._drawn, self._warned = [], None, 0, False
         with training_state_preserved(self._module), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncation warnings; the real snapshots report them
             one = self._probe.texts[:1]
-            _, info = score_model(
-                self._model, self._tok, one, "last", max_length=self.max_length, return_info=True
-            )
-        start_stored = self._on_rank_zero(
+            _, info = score_model(self._model, self._tok, one, "last", **self._score_opts(), return_info=True)
+        start_stored = on_rank_zero(
             trainer, "opening the store", self._open, trainer, pl_module, info.n_layers, order
         )
         if trainer.strategy.broadcast(start_stored):
@@ -194,14 +234,26 @@ class TrajectoryCallback(L.Callback):
     def _open(
         self, trainer: L.Trainer, pl_module: L.LightningModule, n_layers: int, order: list[int]
     ) -> bool:
-        """Rank zero: open or create the store and pick up what it holds; True if the start step needs no scoring."""
+        """Rank zero: open the store (or check that it can be created at the first snapshot) and pick up what it
+        holds; True if the start step needs no scoring."""
         settings = {k: getattr(self, k) for k in SETTINGS} | {"world_size": trainer.world_size}
         run = self.run_name or Path(trainer.default_root_dir).resolve().name
-        meta = store_meta(run, pl_module, self._model, self._tok, settings, self._parent)
-        store = TrajectoryStore.open_or_create(self._path, probe=self._probe, meta=meta, n_layers=n_layers)
+        max_steps = trainer.max_steps if trainer.max_steps >= 0 else None
+        self._meta = store_meta(
+            run, pl_module, self._model, self._tok, settings, self._parent,
+            max_steps=max_steps, lineage=self._lineage,
+        )  # fmt: skip
+        self._n_layers, self._scoring_checked = n_layers, False
+        store = None
+        if (self._path / "meta.json").is_file():
+            store = TrajectoryStore.open_or_create(
+                self._path, probe=self._probe, meta=self._meta, n_layers=n_layers
+            )
+        else:
+            check_creatable(self._path)  # fail before training, not at the first snapshot
         try:
-            steps, start = [int(s) for s in store.steps], trainer.global_step
-            rows = store.loglik(-1)  # (K, N)
+            steps, start = [int(s) for s in store.steps] if store else [], trainer.global_step
+            rows = store.loglik(-1) if store else np.empty((0, len(self._probe)))  # (K, N)
             restored = (
                 self._restored if (self._restored or {}).get("out_dir") == str(self._path.resolve()) else None
             )
@@ -217,7 +269,8 @@ class TrajectoryCallback(L.Callback):
                     stacklevel=2,
                 )
         except BaseException:
-            store.close()
+            if store is not None:
+                store.close()
             raise
         # The checkpoint's state names its own step when that step was snapshotted: the same weights, not rescored.
         certified = bool(restored) and start in restored["steps"]
@@ -240,7 +293,7 @@ class TrajectoryCallback(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         if step in self._todo or (self.final and step != self._last_step):
-            self._snapshot(trainer, pl_module, step, self._todo.pop(step, None))
+            self._snapshot(trainer, pl_module, step, self._todo.pop(step, None), end=True)
         t0 = time.perf_counter()
         if trainer.is_global_zero:
             if len(self._rows) > self._drawn:
@@ -254,11 +307,20 @@ class TrajectoryCallback(L.Callback):
             self._snapshot(trainer, pl_module, step, self._todo.pop(step))
 
     def _snapshot(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, index: int | None
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        step: int,
+        index: int | None,
+        end: bool = False,
     ) -> None:
         t0 = time.perf_counter()
+        every = index is not None and index % self.layers_every == 0
+        self._layers_now = (
+            "all" if self.layers == "all" and (every or end or step == self._max_steps) else "last"
+        )
         with training_state_preserved(self._module):
-            ll = scores_across_ranks(  # (R, N) on every rank
+            scored = scores_across_ranks(  # (R + 1, N) on every rank: LL rows, then scored tokens per text
                 self._score_texts,
                 self._probe.texts,
                 trainer.global_rank,
@@ -268,28 +330,41 @@ class TrajectoryCallback(L.Callback):
             )
         score_s = time.perf_counter() - t0
         self._last_step = step
-        self._on_rank_zero(trainer, f"recording step {step}", self._record, trainer, step, index, ll, score_s)
+        ll, n_tokens = scored[:-1], [int(n) for n in scored[-1]]
+        scoring = self._info.scoring() | {"n_tokens": n_tokens}
+        on_rank_zero(
+            trainer, f"recording step {step}", self._record, trainer, step, index, ll, score_s, scoring
+        )
         self.timings["snapshots"] += 1
         self.timings["score_s"] += score_s
         self.timings["callback_s"] += time.perf_counter() - t0
 
+    def _score_opts(self) -> dict:
+        return {
+            "max_length": self.max_length,
+            "long_texts": self.long_texts,
+            "stride": self.stride,
+            "lens_dtype": self.lens_dtype,
+        }
+
     def _score_texts(self, texts: list[str]) -> np.ndarray:
-        """(R, len(texts)) LL; the scorer's warnings (e.g. truncation) are shown at the first snapshot only."""
+        """(R + 1, len(texts)): the LL rows, then the scored tokens of each text; the scorer's warnings (e.g.
+        truncation) are shown at the first snapshot only."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            opts = {"batch_size": self.batch_size, "max_length": self.max_length}
-            ll = score_model(self._model, self._tok, texts, self.layers, **opts)
+            opts = {"batch_size": self.batch_size, **self._score_opts(), "return_info": True}
+            ll, self._info = score_model(self._model, self._tok, texts, self._layers_now, **opts)
         if not self._warned:
             self._warned = True
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return ll
+        return np.vstack([ll, np.asarray(self._info.n_tokens, dtype=np.float64)])
 
     def _record(
-        self, trainer: L.Trainer, step: int, index: int | None, ll: np.ndarray, score_s: float
+        self, trainer: L.Trainer, step: int, index: int | None, ll: np.ndarray, score_s: float, scoring: dict
     ) -> None:
         """Rank zero: hand the snapshot to the writer (or verify a replayed one) and log its numbers."""
-        store, last, dists = self._store, ll[-1], {}
+        store, last, dists = self._store_for(scoring), ll[-1], {}
         if step in self._stored:  # written before a crash, replayed by the resumed run
             diff = float(np.abs(last - self._stored.pop(step)).max())
             self._writer.submit(lambda: store.add_note("replay", {"step": step, "max_abs_diff": diff}))
@@ -317,7 +392,7 @@ class TrajectoryCallback(L.Callback):
                     for n, p in self._module.named_parameters()
                 }
             info = {"score_s": round(score_s, 4), "world_size": trainer.world_size}
-            layers = None if self.layers == "all" else [-1]
+            layers = None if len(ll) > 1 else [-1]
             self._writer.submit(
                 lambda: store.append(
                     step,
@@ -341,6 +416,23 @@ class TrajectoryCallback(L.Callback):
         self._rows.append((step, last))
         if self.map_every and len(self._rows) - self._drawn >= self.map_every:
             self._draw_map(trainer, step)
+
+    def _store_for(self, scoring: dict) -> TrajectoryStore:
+        """The store, created at the first snapshot with its scoring; a reopened one must be scored alike."""
+        if self._store is None:
+            meta = self._meta | {"scoring": scoring}
+            if self._parent_meta is not None:  # the full scoring is known now: warn on other settings
+                here = f"this run ({self._path})"
+                check_comparable([(self._parent["store"], self._parent_meta), (here, meta)])
+            self._store = TrajectoryStore.open_or_create(
+                self._path, probe=self._probe, meta=meta, n_layers=self._n_layers
+            )
+            self._scoring_checked = True
+        elif not self._scoring_checked:
+            if problem := self._store.mismatch(scoring=scoring):
+                raise ValueError(f"cannot resume {self._path}: {problem}; record into a new out_dir")
+            self._scoring_checked = True
+        return self._store
 
     def _draw_map(self, trainer: L.Trainer, step: int) -> None:
         """PCA map of the trajectory so far: saved into the store (by the writer) and logged as an image."""
@@ -367,26 +459,8 @@ class TrajectoryCallback(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         t0 = time.perf_counter()  # the checkpoint may name only snapshots that are on disk
-        self._on_rank_zero(trainer, "writing snapshots", lambda: self._writer and self._writer.flush())
+        on_rank_zero(trainer, "writing snapshots", lambda: self._writer and self._writer.flush())
         self.timings["callback_s"] += time.perf_counter() - t0
-
-    @staticmethod
-    def _on_rank_zero(trainer: L.Trainer, what: str, fn, *args):
-        """fn(*args) on rank zero; its error is raised there and, under DDP, on every other rank as well (so
-        none waits in a collective for a rank that stopped). Returns fn's result (None elsewhere)."""
-        result, error = None, None
-        if trainer.is_global_zero:
-            try:
-                result = fn(*args)
-            except Exception as e:  # noqa: BLE001 - re-raised below
-                error = e
-        if trainer.world_size > 1:
-            failed = trainer.strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
-            if error is None and failed:
-                raise RuntimeError(f"TrajectoryCallback stopped: {what} failed on rank 0: {failed}")
-        if error is not None:
-            raise error
-        return result
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

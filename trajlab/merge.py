@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trajlab.store import TrajectoryStore
+from trajlab.store import TrajectoryStore, check_comparable
+from trajlab.store_meta import settings_mismatch
 
 
 def snapshot_array(store: TrajectoryStore, step: int, kind: str) -> np.ndarray:
@@ -33,18 +34,22 @@ def merge_stores(
 ) -> Path:
     """Merge stores of one model and probe (e.g. import shards) into a new store `out`, in step order.
 
-    A step held by several stores must be identical in all (same layers, LL rows, sketch). Snapshots keep
-    their source, info and exact distances; notes are copied. The result is written beside `out`, then
-    renamed into place, so a failed merge leaves no partial store at `out`.
+    A step held by several stores must be identical in all (same layers, LL rows, sketch), and all must be
+    scored alike (meta["scoring"], `check_comparable` first). Snapshots keep their source, info and exact
+    distances; notes are copied. The merged store gets a new id; it keeps the shards' lineage when they all
+    name the same parent, else it is its own root. The result is written beside `out`, then renamed into
+    place, so a failed merge leaves no partial store at `out`.
 
     Raises:
-        ValueError: no stores, different probes / models / tokenizers / sketches, or a step that differs.
+        ValueError: no stores, different probes / models / tokenizers / sketches / scorings, or a step that
+            differs.
         FileExistsError: `out` exists and is not an empty folder.
     """
     stores = [TrajectoryStore.open(p) for p in paths]
     if not stores:
         raise ValueError("merge needs at least one store")
     first = stores[0]
+    check_comparable(stores)
     for s in stores[1:]:
         for what, a, b in (
             ("probe fingerprint", first.probe_fingerprint, s.probe_fingerprint),
@@ -55,6 +60,12 @@ def merge_stores(
         ):
             if a != b:
                 raise ValueError(f"cannot merge {s.path} into {first.path}: {what} {b} differs from {a}")
+        if problem := settings_mismatch(first.meta, scoring=s.meta["scoring"]) or settings_mismatch(
+            s.meta, scoring=first.meta["scoring"]
+        ):
+            raise ValueError(
+                f"cannot merge {s.path} into {first.path}: {problem}; merge only shards scored alike"
+            )
     owner: dict[int, TrajectoryStore] = {}
     for s in stores:
         for step in map(int, s.steps):
@@ -69,8 +80,11 @@ def merge_stores(
         raise FileExistsError(f"{out} exists; merge into a new path")
     tmp = out.with_name(f".{out.name}.merge-tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # a previous merge that crashed
-    meta = {k: v for k, v in first.meta.items() if k != "shard"}
+    meta = {k: v for k, v in first.meta.items() if k not in ("shard", "id", "lineage")}
     meta |= {"run": run or meta["run"], "merged_from": [str(s.path) for s in stores]}
+    parents = [s.meta["lineage"]["parent"] for s in stores]
+    if parents[0] is not None and all(p == parents[0] for p in parents):
+        meta["lineage"] = first.meta["lineage"]
     with TrajectoryStore.create(tmp, probe=first.probe(), meta=meta, n_layers=first.n_layers) as merged:
         for step in sorted(owner):
             s = owner[step]

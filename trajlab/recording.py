@@ -1,6 +1,7 @@
-"""The parts of TrajectoryCallback that need no Lightning: which probe a run scores, keeping the training state
-across a snapshot, assembling DDP shares of the scores, the numbers and map logged per snapshot (from
-trajlab.analysis, the one KL estimate), and the background thread that writes to the store."""
+"""The parts of TrajectoryCallback that need no Lightning: its settings checks, which probe a run scores and which
+store it continues (lineage), keeping the training state across a snapshot, running on rank zero and assembling
+DDP shares of the scores, the store's meta, the numbers and map logged per snapshot (from trajlab.analysis, the
+one KL estimate), and the background thread that writes to the store."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import torch
 from trajlab.analysis import embed, kl_paired
 from trajlab.analysis.figures import map_figure
 from trajlab.probe import ProbeSet
-from trajlab.store import TrajectoryStore
+from trajlab.store import TrajectoryStore, check_comparable
+from trajlab.store_meta import LONG_TEXTS
 from trajlab.tokenizer import tokenizer_meta
 
 
@@ -97,10 +99,93 @@ def _store_probe(path: Path, parent: bool) -> tuple[ProbeSet, dict | None]:
             "step": int(steps[-1]) if len(steps) else None,
             "store": str(path),
         }
-    probe = ProbeSet(stored.texts, name=stored.name)
-    if probe.fingerprint != stored.fingerprint:
-        raise ValueError(f"{path}/probe.json: texts do not match its fingerprint; the store is corrupted")
+    try:
+        probe = ProbeSet.from_dict(stored.to_dict())  # keeps the texts' domains where ProbeSet has them
+    except ValueError as e:
+        raise ValueError(f"{path}/probe.json: {e}; the store is corrupted") from None
     return probe, info if parent else None
+
+
+def check_settings(
+    layers: str,
+    weights: str,
+    long_texts: str,
+    layers_every: int,
+    full_every: int,
+    window: int,
+    batch_size: int,
+    queue_size: int,
+    n_texts: int | None,
+    map_every: int,
+) -> None:
+    """Refuse, in one line, a TrajectoryCallback setting that cannot work (before any training)."""
+    if layers not in ("all", "last"):
+        raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
+    if long_texts not in LONG_TEXTS:
+        raise ValueError(f"long_texts must be one of {LONG_TEXTS}, got {long_texts!r}")
+    if isinstance(layers_every, bool) or not isinstance(layers_every, int) or layers_every < 1:
+        raise ValueError(
+            f"layers_every must be an int >= 1 (1: every layer at every snapshot), got {layers_every!r}"
+        )
+    if layers_every > 1 and layers == "last":
+        raise ValueError(
+            f"layers_every={layers_every} needs layers='all' (with 'last' no lens layer is scored)"
+        )
+    if weights not in ("sketch", "full", "none"):
+        raise ValueError(f"weights must be 'sketch', 'full' or 'none', got {weights!r}")
+    if min(full_every, window, batch_size, queue_size, n_texts or 2) < 1 or map_every < 0 or n_texts == 1:
+        raise ValueError(
+            "full_every, window, batch_size and queue_size must be >= 1, n_texts >= 2 (KL needs "
+            "two texts), map_every >= 0"
+        )
+
+
+def on_rank_zero(trainer: Any, what: str, fn: Callable, *args):
+    """fn(*args) on rank zero; its error is raised there and, under DDP, on every other rank as well (so
+    none waits in a collective for a rank that stopped). Returns fn's result (None elsewhere)."""
+    result, error = None, None
+    if trainer.is_global_zero:
+        try:
+            result = fn(*args)
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            error = e
+    if trainer.world_size > 1:
+        failed = trainer.strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+        if error is None and failed:
+            raise RuntimeError(f"TrajectoryCallback stopped: {what} failed on rank 0: {failed}")
+    if error is not None:
+        raise error
+    return result
+
+
+def parent_lineage(
+    spec: str | os.PathLike, probe_fingerprint: str, long_texts: str, label: str
+) -> tuple[dict, dict, dict]:
+    """Lineage of a run that continues from a parent store's snapshot, checked for comparability.
+
+    Args:
+        spec: the parent store folder, "PATH@STEP" for its snapshot at STEP (default: its last snapshot).
+        probe_fingerprint, long_texts: what this run scores and how, for `check_comparable`.
+        label: names this run in its message.
+
+    Returns:
+        (meta["lineage"]: the parent's root and {"id", "step"}, meta["parent"]: {"run", "step", "store"}, the
+        parent store's meta).
+
+    Raises:
+        ValueError: the parent truncated long texts and this run scores whole texts (or the reverse), or it
+            holds no such step.
+    """
+    path, at, step = str(spec).rpartition("@")
+    if not at or not step.isdigit():
+        path, step = str(spec), None
+    with TrajectoryStore.open(path) as store:
+        meta = store.meta
+        this = {"probe_fingerprint": probe_fingerprint, "scoring": {"long_texts": long_texts}}
+        check_comparable([store, (label, this)])
+        lineage = store.lineage_of_child(None if step is None else int(step))
+    parent = {"run": meta.get("run"), "step": lineage["parent"]["step"], "store": str(path)}
+    return lineage, parent, meta
 
 
 @contextmanager
@@ -190,12 +275,22 @@ def scores_across_ranks(
 
 
 def store_meta(
-    run: str, pl_module: Any, model: Any, tokenizer: Any, settings: dict, parent: dict | None
+    run: str,
+    pl_module: Any,
+    model: Any,
+    tokenizer: Any,
+    settings: dict,
+    parent: dict | None,
+    *,
+    max_steps: int | None = None,
+    lineage: dict | None = None,
 ) -> dict:
-    """The meta.json of a callback's store: run, model, tokenizer, settings and hyper-parameters, seed, parent.
+    """The meta.json of a callback's store: run, model, tokenizer, settings and hyper-parameters, seed, parent,
+    lineage, warmup_steps (the module's hparams["warmup_steps"], when it has one) and max_steps.
 
     A trajlab LitLM describes its model and tokenizer itself (``run_meta``); any other module gets the model's
-    class (and transformers config) and the tokenizer's fingerprint.
+    class (and transformers config) and the tokenizer's fingerprint. The scoring block is added by the caller
+    once the first snapshot is scored.
     """
     meta = {"run": run}
     if callable(getattr(pl_module, "run_meta", None)):
@@ -212,6 +307,11 @@ def store_meta(
         meta["seed"] = int(os.environ["PL_GLOBAL_SEED"])
     if parent:
         meta["parent"] = parent
+    warmup = dict(getattr(pl_module, "hparams", {})).get("warmup_steps")
+    meta["warmup_steps"] = warmup if isinstance(warmup, int) and not isinstance(warmup, bool) else None
+    meta["max_steps"] = max_steps
+    if lineage:
+        meta["lineage"] = lineage
     return json.loads(json.dumps(meta, default=str))  # tuples, dtypes, paths: JSON values
 
 
