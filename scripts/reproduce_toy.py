@@ -11,7 +11,7 @@ Design (fixed in advance from Pythia's ratios; never tuned on the evaluated seed
   for the paper's fixed-lag consecutive pairs).
 - Lineages: fine-tunes of 5% of the pretraining steps at 10% of the peak lr, on shifted mixtures inside the data
   the base saw (Bible-heavy, docs-heavy), on several bases (tiny seeds 0, 1, 2 and the two other families).
-- Families B (GPT-2 `gpt2-tiny`, 8192-id BPE, Bible-heavy mixture) and C (GPT-NeoX `micro`, 6144-id BPE,
+- Families B (GPT-2 `gpt2-tiny`, 6144-id BPE, Bible-heavy mixture) and C (GPT-NeoX `micro`, 8192-id BPE,
   docs-heavy mixture): unrelated roots. Random pairs = models with different lineage roots.
 - Every number through trajlab.analysis: kl_matrix, fixed_lag_pairs, bootstrap_kl, bootstrap_order,
   diffusion_exponents + bootstrap_exponent_order, spiral_test, thread_test.
@@ -56,7 +56,7 @@ FT_MIXES = {"bibleheavy": {"shakespeare": 0.2, "bible": 0.7, "docs": 0.1},
 class Design:
     """Everything that decides the experiment; written to results.json as "hyperparameters"."""
 
-    steps: int = 600  # pretraining optimizer steps of every base run
+    steps: int = 500  # pretraining optimizer steps of every base run
     batch_size: int = 4
     seq_len: int = 512  # = the model's context; holds every probe text whole (measured, in results.json)
     lr: float = 1e-3  # Pythia 14m / 31m / 70m peak
@@ -66,7 +66,7 @@ class Design:
     ft_fraction: float = 0.05  # fine-tunes: 5% of the pretraining steps
     ft_lr_ratio: float = 0.1  # at 10% of the pretraining peak
     n_probe: int = 256
-    grid: int = 12  # seed-0 tiny: a snapshot every `grid` steps (2% of 600)
+    grid: int = 10  # seed-0 tiny: a snapshot every `grid` steps (2% of the run)
     lag_fraction: float = 0.0075  # partner snapshots this share of the run after the grid points near the targets
     seeds: tuple[int, ...] = (0, 1, 2)
     sizes: tuple[str, ...] = ("micro", "small")
@@ -84,8 +84,8 @@ class Design:
         return max(2, round(self.ft_fraction * self.steps))
 
 
-QUICK = Design(steps=40, n_probe=48, grid=4, lag_fraction=0.05, seq_len=512, spiral_n_null=20,
-               spiral_n_null_tsne=4, n_boot=200, layers_every=3)
+QUICK = Design(steps=24, n_probe=32, grid=3, lag_fraction=0.05, spiral_n_null=20, spiral_n_null_tsne=4,
+               n_boot=200, layers_every=3)
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ def runs(d: Design) -> list[Run]:
     """Base runs first (family A seeds, sizes, families B and C), then the fine-tunes."""
     base = [Run(f"A-tiny-s{s}", f"A-tiny-s{s}", "tiny", s, MIX_A) for s in d.seeds]
     base += [Run(f"A-{p}-s{d.seeds[0]}", f"A-{p}-s{d.seeds[0]}", p, d.seeds[0], MIX_A) for p in d.sizes]
-    base += [Run("B-gpt2tiny", "B-gpt2tiny", "gpt2-tiny", 0, MIX_B, 8192),
-             Run("C-micro", "C-micro", "micro", 0, MIX_C, 6144)]
+    base += [Run("B-gpt2tiny", "B-gpt2tiny", "gpt2-tiny", 0, MIX_B, 6144),
+             Run("C-micro", "C-micro", "micro", 0, MIX_C, 8192)]
     by = {r.name: r for r in base}
     s0, s1, s2 = (f"A-tiny-s{s}" for s in d.seeds)
     ft = [(s0, "bibleheavy"), (s0, "docsheavy"), (s1, "bibleheavy"), (s2, "docsheavy"),
@@ -198,7 +198,7 @@ def longest_probe_tokens(out: Path, d: Design) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/reproduce_toy", help="output folder (finished runs in it are reused)")
-    ap.add_argument("--quick", action="store_true", help="the same pipeline, 40 steps and 48 texts (minutes)")
+    ap.add_argument("--quick", action="store_true", help="the same pipeline, 24 steps and 32 texts (minutes)")
     ap.add_argument("--write-doc", action="store_true", help="write docs/reproduction.md from this run")
     args = ap.parse_args(argv)
     d = QUICK if args.quick else Design()
