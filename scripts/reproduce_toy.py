@@ -114,8 +114,9 @@ def runs(d: Design) -> list[Run]:
 
 
 def dense_schedule(d: Design) -> list[int]:
-    """Seed-0 tiny snapshots: 0 (and 1, 2 inside warm-up), a regular grid, and a partner lag_fraction * steps after the grid point at
-    or after each of the paper's target fractions (so trajlab.analysis.fixed_lag_pairs finds that lag there)."""
+    """Seed-0 tiny snapshots: 0 (and 1, 2 inside warm-up), a regular grid, and a partner lag_fraction * steps
+    after the grid point at or after each of the paper's target fractions (so trajlab.analysis.fixed_lag_pairs
+    finds that lag there)."""
     from trajlab.analysis.config import PAPER_TARGET_FRACTIONS
 
     lag = max(1, round(d.lag_fraction * d.steps))

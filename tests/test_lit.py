@@ -121,7 +121,8 @@ def test_unknown_config_key(tmp_path, capsys):
 def test_bad_corpus(tmp_path, capsys, content, field, message):
     path = tmp_path / "corpus.jsonl"
     path.write_text(content)
-    assert re.search(message, fit_error(capsys, tmp_path / "run", "--data.corpus", str(path), "--data.text_field", field))
+    error = fit_error(capsys, tmp_path / "run", "--data.corpus", str(path), "--data.text_field", field)
+    assert re.search(message, error)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
