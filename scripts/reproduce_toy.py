@@ -1,179 +1,232 @@
-"""A toy reproduction of the papers' findings: seeds, sizes and fine-tunes of the tiny model on one probe set.
+"""A toy reproduction of the papers' findings, designed like the papers' experiments, every number with its interval.
 
-Trains (on the bundled corpora, with the TrajectoryCallback) three seeds of the `tiny` preset, one run of each
-other size, and a Bible fine-tune of each tiny seed; scores them all on one probe set; then prints a table next to
-the paper's Pythia-410M numbers and checks the orderings the paper reports, saying honestly which hold at toy scale.
-Default settings take ~45-60 minutes on 2 CPU cores; `--steps 300` gives a rough version in ~10.
+Design (fixed in advance from Pythia's ratios; never tuned on the evaluated seeds; recorded in results.json):
+- Probe: held-out chunks of family A's mixture (60% Shakespeare, 30% Bible, 10% Python docs), domains recorded,
+  held out from every family's training data (each bundled domain's fixed held-out pool), scored whole.
+- Family A (GPT-NeoX, its own 4096-id BPE): the `tiny` preset with seeds 0, 1, 2 (a seed sets the initialisation
+  and the data order: seed_everything and data.seed, as PolyPythias do), the `micro` and `small` presets on seed
+  0's data order; Pythia's schedule (1% linear warm-up, cosine decay to 10% of the peak; peak lr 1e-3 as Pythia
+  14m-70m; AdamW betas 0.9 / 0.95, weight decay 0.01). Seed 0 of `tiny` is snapshotted densely (a regular grid
+  for diffusion fits, plus partners 0.75% of the run after the grid points nearest 7%, 35% and 70% of training
+  for the paper's fixed-lag consecutive pairs).
+- Lineages: fine-tunes of 5% of the pretraining steps at 10% of the peak lr, on shifted mixtures inside the data
+  the base saw (Bible-heavy, docs-heavy), on several bases (tiny seeds 0, 1, 2 and the two other families).
+- Families B (GPT-2 `gpt2-tiny`, 6144-id BPE, Bible-heavy mixture) and C (GPT-NeoX `micro`, 8192-id BPE,
+  docs-heavy mixture): unrelated roots. Random pairs = models with different lineage roots.
+- Every number through trajlab.analysis: kl_matrix, fixed_lag_pairs, bootstrap_kl, bootstrap_order,
+  diffusion_exponents + bootstrap_exponent_order, spiral_test, thread_test.
 
-    python scripts/reproduce_toy.py [--out runs/reproduce_toy] [--steps 1200] [--finetune-steps 300]
+    python scripts/reproduce_toy.py --out DIR            # the full design (~45 min on 2 CPU cores)
+    python scripts/reproduce_toy.py --out DIR --quick    # the same pipeline in minutes (smoke test)
+    python scripts/reproduce_toy.py --out DIR --write-doc   # also writes docs/reproduction.md
+
+DIR/results.json holds the orderings, the table, the spiral and thread tests, the hyper-parameters and the wall
+time; DIR/report/ holds the page of `trajlab report`. A rerun reuses finished runs in DIR.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER = {  # bits/byte, Pythia-410M (Kishino et al. v1 tables)
-    "consecutive early (paper 10k->11k)": 0.069,
-    "consecutive middle (paper 50k->51k)": 0.053,
-    "consecutive late (paper 100k->101k)": 0.023,
-    "between seeds (mean)": 0.11,
-    "vs other sizes (paper 410M vs 1B..6.9B)": "0.28 .. 1.7",
-    "fine-tuned vs base (median)": 0.40,
-    "random pairs (median)": 2.1,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reproduce_toy_findings import findings, write_doc  # noqa: E402
+
+MIX_A = {"shakespeare": 0.6, "bible": 0.3, "docs": 0.1}
+MIX_B = {"shakespeare": 0.3, "bible": 0.5, "docs": 0.2}
+MIX_C = {"shakespeare": 0.4, "bible": 0.2, "docs": 0.4}
+FT_MIXES = {"bibleheavy": {"shakespeare": 0.2, "bible": 0.7, "docs": 0.1},
+            "docsheavy": {"shakespeare": 0.3, "bible": 0.2, "docs": 0.5}}
 
 
-def recipe(base: str, out: Path, name: str, *, probe: Path, schedule: str, overrides: dict) -> Path:
-    """Write a copy of a configs/ recipe with the callback pointed at the shared probe."""
-    cfg = yaml.safe_load((ROOT / "configs" / base).read_text())
-    cfg["run_dir"] = str(out / name)
+@dataclass(frozen=True)
+class Design:
+    """Everything that decides the experiment; written to results.json as "hyperparameters"."""
+
+    steps: int = 400  # pretraining optimizer steps of every base run (budget: ~40 min on 2 cores in all)
+    batch_size: int = 4
+    seq_len: int = 512  # = the model's context; holds every probe text whole (measured, in results.json)
+    lr: float = 1e-3  # Pythia 14m / 31m / 70m peak
+    warmup_fraction: float = 0.01  # Pythia: 1% linear warm-up
+    min_lr_ratio: float = 0.1  # Pythia: cosine decay to 10% of the peak
+    weight_decay: float = 0.01  # Pythia
+    ft_fraction: float = 0.05  # fine-tunes: 5% of the pretraining steps
+    ft_lr_ratio: float = 0.1  # at 10% of the pretraining peak
+    n_probe: int = 256
+    grid: int = 8  # seed-0 tiny: a snapshot every `grid` steps (2% of the run)
+    lag_fraction: float = 0.0075  # partner snapshots this share of the run after the grid points near the targets
+    seeds: tuple[int, ...] = (0, 1, 2)
+    sizes: tuple[str, ...] = ("micro", "small")
+    layers_every: int = 5  # seed-0 tiny: every lens layer at every 5th snapshot (when the callback supports it)
+    spiral_n_null: int = 200
+    spiral_n_null_tsne: int = 40
+    n_boot: int = 1000
+
+    @property
+    def warmup(self) -> int:
+        return max(1, round(self.warmup_fraction * self.steps))
+
+    @property
+    def ft_steps(self) -> int:
+        return max(2, round(self.ft_fraction * self.steps))
+
+
+QUICK = Design(steps=24, n_probe=32, grid=3, lag_fraction=0.05, spiral_n_null=20, spiral_n_null_tsne=4,
+               n_boot=200, layers_every=3)
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    root: str  # lineage root (the pretraining run a model descends from)
+    preset: str = "tiny"
+    seed: int = 0
+    mixture: dict | None = None
+    vocab: int = 4096
+    parent: str | None = None  # fine-tunes: the base run
+
+
+def runs(d: Design) -> list[Run]:
+    """Base runs first (family A seeds, sizes, families B and C), then the fine-tunes."""
+    base = [Run(f"A-tiny-s{s}", f"A-tiny-s{s}", "tiny", s, MIX_A) for s in d.seeds]
+    base += [Run(f"A-{p}-s{d.seeds[0]}", f"A-{p}-s{d.seeds[0]}", p, d.seeds[0], MIX_A) for p in d.sizes]
+    base += [Run("B-gpt2tiny", "B-gpt2tiny", "gpt2-tiny", 0, MIX_B, 6144),
+             Run("C-micro", "C-micro", "micro", 0, MIX_C, 8192)]
+    by = {r.name: r for r in base}
+    s0, s1, s2 = (f"A-tiny-s{s}" for s in d.seeds)
+    ft = [(s0, "bibleheavy"), (s0, "docsheavy"), (s1, "bibleheavy"), (s2, "docsheavy"),
+          ("B-gpt2tiny", "docsheavy"), ("C-micro", "bibleheavy")]
+    return base + [Run(f"{b}-ft-{m}", by[b].root, by[b].preset, by[b].seed, FT_MIXES[m], by[b].vocab, b)
+                   for b, m in ft]
+
+
+def dense_schedule(d: Design) -> list[int]:
+    """Seed-0 tiny snapshots: 0 (and 1, 2 inside warm-up), a regular grid, and a partner lag_fraction * steps
+    after the grid point at or after each of the paper's target fractions (so trajlab.analysis.fixed_lag_pairs
+    finds that lag there)."""
+    from trajlab.analysis.config import PAPER_TARGET_FRACTIONS
+
+    lag = max(1, round(d.lag_fraction * d.steps))
+    grid = list(range(0, d.steps + 1, d.grid))
+    partners = [min(g for g in grid if g >= round(f * d.steps)) + lag for f in PAPER_TARGET_FRACTIONS]
+    early = [s for s in (1, 2) if s < d.warmup]  # inside warm-up only, so they never set the lag
+    return sorted({0, *early, *grid, *[p for p in partners if p <= d.steps]})
+
+
+def config(d: Design, run: Run, out: Path, probe: Path) -> Path:
+    """The run's recipe: configs/pretrain_tiny.yaml with the design's settings."""
+    import inspect
+
+    from trajlab.callback import TrajectoryCallback
+
+    cfg = yaml.safe_load((ROOT / "configs" / "pretrain_tiny.yaml").read_text())
+    ft = run.parent is not None
+    steps = d.ft_steps if ft else d.steps
+    dense = run.name == f"A-tiny-s{d.seeds[0]}"
+    callback = {"probe": "parent" if ft else str(probe), "schedule": dense_schedule(d) if dense else [0, steps],
+                "layers": "all", "weights": "sketch" if dense else "none"}
+    if dense and "layers_every" in inspect.signature(TrajectoryCallback).parameters:
+        callback["layers_every"] = d.layers_every
     for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"].endswith("TrajectoryCallback"):
-            cb.setdefault("init_args", {}).update(
-                {"probe": str(probe), "n_texts": None, "schedule": schedule, "layers": "all"})
-    for dotted, value in overrides.items():
-        node = cfg
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    path = out / "configs" / f"{name}.yaml"
+            cb["init_args"] = callback
+        if cb["class_path"].endswith("ModelCheckpoint"):
+            cb["init_args"]["every_n_train_steps"] = steps
+    cfg.update({"seed_everything": run.seed, "run_dir": str(out / run.name)})
+    cfg["trainer"].update({"max_steps": steps, "val_check_interval": steps, "limit_val_batches": 4,
+                           "enable_progress_bar": False, "log_every_n_steps": max(1, steps // 20)})
+    cfg["model"] = ({"init_from": str(out / run.parent / "hf")} if ft else
+                    {"preset": run.preset, "context_length": d.seq_len})
+    cfg["model"].update({"lr": d.lr * (d.ft_lr_ratio if ft else 1), "weight_decay": d.weight_decay,
+                         "warmup_steps": max(1, round(d.warmup_fraction * steps)), "min_lr_ratio": d.min_lr_ratio})
+    cfg["data"] = {"corpus": run.mixture, "vocab_size": run.vocab, "seq_len": d.seq_len,
+                   "batch_size": d.batch_size, "n_probe": d.n_probe, "seed": run.seed}
+    path = out / "configs" / f"{run.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def train_all(out: Path, steps: int, ft_steps: int, seeds: list[int], sizes: list[str], *, dense_snapshots: int,
-              probe_per_domain: int) -> None:
-    from trajlab import ProbeSet
+def train_all(d: Design, out: Path) -> dict[str, float]:
+    """Train every run not yet finished in `out`; returns {run: wall seconds} of the runs trained now."""
     from trajlab.cli import main as cli
+    from trajlab.probe import ProbeSet
 
     probe = out / "probe.json"
     if not probe.exists():
-        ProbeSet.default(n_per_domain=probe_per_domain).save(probe)
-    dense, sparse = f"every:{max(steps // dense_snapshots, 1)}", f"every:{max(steps // 10, 1)}"
-    warm = max(steps // 12, 10)
-    runs = [(f"tiny-seed{s}", "tiny", s, dense if s == seeds[0] else sparse) for s in seeds]
-    runs += [(f"{p}-seed{seeds[0]}", p, seeds[0], sparse) for p in sizes if p != "tiny"]
-    for name, preset, seed, schedule in runs:
-        if (out / name / "hf").exists():
+        ProbeSet.mixture(MIX_A, d.n_probe).save(probe)
+    walls = {}
+    for run in runs(d):
+        if (out / run.name / "hf").exists():
             continue
-        print(f"--- pretraining {name} ({steps} steps)", flush=True)
-        cfg = recipe("pretrain_tiny.yaml", out, name, probe=probe, schedule=schedule, overrides={
-            "seed_everything": seed, "model.preset": preset, "trainer.max_steps": steps,
-            "model.warmup_steps": warm, "data.seed": seed})
-        cli(["fit", "--config", str(cfg)])
-    for s in seeds:
-        name = f"tiny-seed{s}-bible"
-        if (out / name / "hf").exists():
-            continue
-        print(f"--- fine-tuning {name} ({ft_steps} steps)", flush=True)
-        cfg = recipe("finetune_tiny.yaml", out, name, probe=probe, schedule=f"every:{max(ft_steps // 5, 1)}",
-                     overrides={"seed_everything": s, "model.init_from": str(out / f"tiny-seed{s}" / "hf"),
-                                "trainer.max_steps": ft_steps})
-        cli(["fit", "--config", str(cfg)])
+        print(f"--- {run.name}: {run.preset}, seed {run.seed}, mixture {run.mixture}"
+              + (f", fine-tuned from {run.parent}" if run.parent else ""), flush=True)
+        t = time.perf_counter()
+        if cli(["fit", "--config", str(config(d, run, out, probe))]) != 0:
+            raise SystemExit(f"error: training {run.name} failed (see above)")
+        walls[run.name] = round(time.perf_counter() - t, 1)
+    return walls
 
 
-def findings(out: Path, seeds: list[int], sizes: list[str]) -> tuple[list, list]:
-    from trajlab import analysis as ta
-    from trajlab.store import open_stores
+def longest_probe_tokens(out: Path, d: Design) -> dict[str, int]:
+    """The longest probe text in tokens with each family's tokenizer (each must fit seq_len = context)."""
+    from transformers import AutoTokenizer
 
-    names = [f"tiny-seed{s}" for s in seeds] + [f"{p}-seed{seeds[0]}" for p in sizes if p != "tiny"]
-    fts = [f"tiny-seed{s}-bible" for s in seeds]
-    stores = dict(zip(names + fts, open_stores([out / n / "trajectory" for n in names + fts]), strict=True))
-    nb = stores[names[0]].n_bytes
-    finals = {n: s.loglik()[-1] for n, s in stores.items()}
-    kl = lambda a, b: float(ta.kl_matrix(np.stack([a, b]), nb)[0, 1])  # noqa: E731
+    from trajlab.probe import ProbeSet
 
-    main = stores[names[0]]
-    ll, steps = main.loglik(), main.steps
-    cons = {}
-    for label, frac in (("early", 0.07), ("middle", 0.35), ("late", 0.70)):
-        i = int(np.argmin(np.abs(steps - frac * steps[-1])))
-        cons[label] = (kl(ll[i], ll[i + 1]), int(steps[i]), int(steps[i + 1]))
-    seed_kl = [kl(finals[a], finals[b]) for i, a in enumerate(names[: len(seeds)]) for b in names[i + 1 : len(seeds)]]
-    size_kl = {n: kl(finals[names[0]], finals[n]) for n in names[len(seeds):]}
-    order = list(finals)
-    ft = ta.finetune_vs_base(np.stack([finals[n] for n in order]),
-                             [(order.index(f), order.index(f"tiny-seed{s}")) for f, s in zip(fts, seeds, strict=True)],
-                             nb, seed=0)
-    ll_fits = ta.diffusion_exponents(ta.kl_matrix(ll, nb), steps, window=10)
-    w_fits = ta.diffusion_exponents(main.weight_sq_dist_matrix(), main.weight_steps, window=10)
-    c_ll, c_w = ta.summarize_exponents(ll_fits)["median"], ta.summarize_exponents(w_fits)["median"]
-    threads = ta.layer_threads(main.loglik_all(), nb)
-    turns = {m: ta.spiral_stats(ta.embed(ll, m, 2, nb))["winding_turns"] for m in ("pca", "tsne")}
-
-    rows = [(f"consecutive {k} (toy {a}->{b}; paper {p})", v, PAPER[f"consecutive {k} (paper {p})"])
-            for (k, (v, a, b)), p in zip(cons.items(), ("10k->11k", "50k->51k", "100k->101k"), strict=True)]
-    rows += [("between seeds (mean)", float(np.mean(seed_kl)), PAPER["between seeds (mean)"])]
-    rows += [(f"tiny vs {n}", v, PAPER["vs other sizes (paper 410M vs 1B..6.9B)"]) for n, v in size_kl.items()]
-    rows += [("fine-tuned vs base (median)", ft["pairs"]["median"], PAPER["fine-tuned vs base (median)"]),
-             ("random pairs (median)", ft["random"]["median"], PAPER["random pairs (median)"]),
-             ("LL-space diffusion exponent c (median)", c_ll, "< weight-space c"),
-             ("weight-space diffusion exponent c (median)", c_w, "~1 or more"),
-             ("thread score (adjacent / random layer-pair KL)", threads["thread_score"], "<< 1"),
-             ("spiral: PCA-map winding (turns)", turns["pca"], ">= 1 (visual in the paper)"),
-             ("spiral: t-SNE-map winding (turns)", turns["tsne"], ">= 1 (visual in the paper)")]
-    min_size = min(size_kl.values()) if size_kl else float("nan")
-    checks = [
-        ("consecutive < between seeds < between sizes",
-         max(c[0] for c in cons.values()) < np.mean(seed_kl) < min_size,
-         f"{max(c[0] for c in cons.values()):.3g} < {np.mean(seed_kl):.3g} < {min_size:.3g}"),
-        ("fine-tune-to-base < random pairs", ft["pairs"]["median"] < ft["random"]["median"],
-         f"{ft['pairs']['median']:.3g} < {ft['random']['median']:.3g}"),
-        ("late consecutive KL < early", cons["late"][0] < cons["early"][0],
-         f"{cons['late'][0]:.3g} < {cons['early'][0]:.3g}"),
-        ("LL-space diffusion exponent < weight-space", c_ll < c_w, f"{c_ll:.3g} < {c_w:.3g}"),
-        ("adjacent layers far closer than random layer pairs (score < 0.5)", threads["thread_score"] < 0.5,
-         f"thread score {threads['thread_score']:.3g}"),
-        ("a spiral of at least one turn in the pretraining map", max(abs(t) for t in turns.values()) >= 1,
-         ", ".join(f"{m} {t:+.2f} turns" for m, t in turns.items())),
-    ]
-    return rows, checks
+    texts = ProbeSet.load(out / "probe.json").texts
+    longest = {}
+    for run in runs(d):
+        if run.parent is None:
+            tok = AutoTokenizer.from_pretrained(out / run.name / "hf")
+            longest[run.name] = max(len(x) for x in tok(texts, add_special_tokens=False)["input_ids"])
+    return longest
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/reproduce_toy")
-    ap.add_argument("--steps", type=int, default=1200, help="pretraining steps per run")
-    ap.add_argument("--finetune-steps", type=int, default=300)
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--sizes", default="nano,micro,tiny,small")
-    ap.add_argument("--dense-snapshots", type=int, default=100, help="snapshots of the seed-0 tiny run")
-    ap.add_argument("--probe-per-domain", type=int, default=64, help="probe texts per bundled corpus")
-    args = ap.parse_args()
+    ap.add_argument("--out", default="runs/reproduce_toy", help="output folder (finished runs in it are reused)")
+    ap.add_argument("--quick", action="store_true", help="the same pipeline, 24 steps and 32 texts (minutes)")
+    ap.add_argument("--write-doc", action="store_true", help="write docs/reproduction.md from this run")
+    args = ap.parse_args(argv)
+    d = QUICK if args.quick else Design()
     out = Path(args.out)
-    seeds, sizes = [int(s) for s in args.seeds.split(",")], args.sizes.split(",")
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    train_all(out, args.steps, args.finetune_steps, seeds, sizes, dense_snapshots=args.dense_snapshots,
-              probe_per_domain=args.probe_per_domain)
-    rows, checks = findings(out, seeds, sizes)
-    lines = [f"toy reproduction: {args.steps} pretraining steps, seeds {seeds}, sizes {sizes}, "
-             f"{2 * args.probe_per_domain} probe texts; KL in bits/byte",
-             "", f"| {'quantity':<55} | {'toy':>9} | {'paper':<26} |", f"|{'-' * 57}|{'-' * 11}|{'-' * 28}|"]
-    lines += [f"| {q:<55} | {v:>9.4g} | {str(p):<26} |" for q, v, p in rows]
-    lines += ["", "orderings the paper reports:"]
-    lines += [f"  [{'holds' if ok else 'DOES NOT HOLD'}] {name}: {detail}" for name, ok, detail in checks]
-    lines += ["", f"wall time: {time.perf_counter() - t0:.0f} s"]
-    text = "\n".join(lines)
-    print("\n" + text)
-    (out / "reproduce_toy.md").write_text(text + "\n")
-    (out / "reproduce_toy.json").write_text(json.dumps(
-        {"rows": [[q, v, str(p)] for q, v, p in rows], "checks": [[n, bool(ok), d] for n, ok, d in checks]},
-        indent=1))
+    walls = train_all(d, out)
+    results = findings(d, out, runs(d))
+    results["longest_probe_tokens"] = longest_probe_tokens(out, d)
+    results["hyperparameters"] = dataclasses.asdict(d) | {
+        "warmup_steps": d.warmup, "finetune_steps": d.ft_steps, "dense_schedule": dense_schedule(d),
+        "mixtures": {"A": MIX_A, "B": MIX_B, "C": MIX_C, **FT_MIXES},
+        "runs": [dataclasses.asdict(r) for r in runs(d)], "quick": args.quick}
+    results["train_wall_s"] = walls
+    from trajlab.report import write_report
+
+    results["report"] = str(write_report([out], out / "report", tsne=True))
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    results["command"] = "python scripts/reproduce_toy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    for o in results["orderings"]:
+        print(f"[{'holds' if o['holds'] else 'DOES NOT HOLD'}] {o['name']}: {o['detail']}")
+    print(f"results: {out / 'results.json'}; wall time {results['wall_s']:.0f} s")
+    if args.write_doc:
+        print(f"wrote {write_doc(results, ROOT / 'docs' / 'reproduction.md')}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -152,17 +152,38 @@ def test_bundled_split_same_in_fresh_process():
     assert out == [corpus_fingerprint(s.train), corpus_fingerprint(s.val), corpus_fingerprint(s.probe)]
 
 
+def held_out_pool(domain: str) -> list[str]:
+    """The domain's held-out pool by the recipe, written out: the first HOLDOUT chunks > 256 bytes of the seed-0
+    permutation."""
+    chunks = [c for d in load_documents(domain) for c in chunk_text(d, 1024)]
+    perm = np.random.default_rng(0).permutation(len(chunks))
+    return [chunks[i] for i in perm if len(chunks[i].encode()) > 256][: corpus.HOLDOUT[domain]]
+
+
 @pytest.mark.parametrize("domain", BUNDLED)
 def test_bundled_splits_partition_and_probe_sizes(domain):
     docs = load_documents(domain)
-    s = load_splits(domain)
+    n_probe = min(256, corpus.HOLDOUT[domain])
+    s = load_splits(domain, n_probe=n_probe)
     chunks = [c for d in docs for c in chunk_text(d, 1024)]
-    assert Counter(s.train) + Counter(s.val) + Counter(s.probe) == Counter(chunks)
-    assert len(s.probe) == 256
-    assert len(s.val) == round(0.05 * (len(chunks) - 256))
+    pool = held_out_pool(domain)
+    # train + val + the whole held-out pool partition the chunks; the probe is the pool's first n_probe draws.
+    assert Counter(s.train) + Counter(s.val) + Counter(pool) == Counter(chunks)
+    assert Counter(s.probe) == Counter(pool[:n_probe]) and len(s.probe) == n_probe
+    assert len(s.val) == round(0.05 * (len(chunks) - corpus.HOLDOUT[domain]))
     assert all(256 < len(p.encode("utf-8")) <= 1024 for p in s.probe)
     assert not set(s.probe) & set(s.train)
     assert load_splits(domain, seed=1).probe != s.probe
+
+
+@pytest.mark.parametrize("domain", BUNDLED)
+def test_bundled_train_split_does_not_depend_on_the_probe_size(domain):
+    """Every run, whatever its probe size or mixture, trains on the same chunks of a bundled domain."""
+    small, large = load_splits(domain, n_probe=8), load_splits(domain, n_probe=corpus.HOLDOUT[domain])
+    assert small.train == large.train and small.val == large.val
+    assert set(small.probe) <= set(large.probe)
+    with pytest.raises(ValueError, match=f"exceeds the {corpus.HOLDOUT[domain]} chunks held out"):
+        load_splits(domain, n_probe=corpus.HOLDOUT[domain] + 1)
 
 
 def test_probe_texts_subset_and_cache_copies():
@@ -173,19 +194,70 @@ def test_probe_texts_subset_and_cache_copies():
     assert few == split_corpus(load_documents("bible"), n_probe=16).probe
     load_splits("bible").probe.clear()  # mutating a returned list must not reach the cache
     assert probe_texts("bible") == full
-    with pytest.raises(ValueError, match="n must be in 1..256"):
-        probe_texts("bible", 300)
+    assert len(probe_texts("docs")) == corpus.HOLDOUT["docs"] == 128
+    with pytest.raises(ValueError, match="n must be in 1..512"):
+        probe_texts("bible", 600)
 
 
-def test_split_too_many_probes():
-    docs = numbered_docs(2, 40)
-    eligible = sum(len(c.encode()) > 256 for d in docs for c in chunk_text(d))
-    with pytest.raises(ValueError, match=f"n_probe=999 exceeds the {eligible} chunks longer than 256 bytes"):
-        split_corpus(docs, n_probe=999)
-    with pytest.raises(ValueError, match="no text"):
-        split_corpus(["", ""], n_probe=0)
-    with pytest.raises(ValueError, match="val_fraction"):
-        split_corpus(docs, n_probe=1, val_fraction=1.0)
+# ---- mixtures ---------------------------------------------------------------------------------------------------
+
+
+def test_mixture_weights_and_counts():
+    assert corpus.mixture_weights("bible") == {"bible": 1.0}
+    assert corpus.mixture_weights({"shakespeare": 3, "bible": 1, "docs": 0}) == {"shakespeare": 0.75, "bible": 0.25}
+    for bad in ({"bible": -1}, {"bible": 0}, {"bible": "x"}, {}):
+        with pytest.raises(ValueError, match="weights >= 0"):
+            corpus.mixture_weights(bad)
+    with pytest.raises(ValueError, match="share a domain name"):
+        corpus.mixture_weights({"a/chat.txt": 1, "b/chat.jsonl": 1})
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        w = rng.dirichlet(np.ones(rng.integers(1, 5)))
+        weights = {f"d{i}": float(x) for i, x in enumerate(w)}
+        n = int(rng.integers(0, 1000))
+        counts = corpus.mixture_counts(weights, n)
+        assert sum(counts.values()) == n
+        for k, c in counts.items():
+            assert abs(c - weights[k] * n) < 1  # floor or ceil of the exact share
+    # 0.6/0.3/0.1 of 256 = 153.6, 76.8, 25.6: bible's 0.8 first, then the tie at 0.6 goes to the earlier domain.
+    assert corpus.mixture_counts({"s": 0.6, "b": 0.3, "d": 0.1}, 256) == {"s": 154, "b": 77, "d": 25}
+    assert corpus.mixture_counts(corpus.mixture_weights({"s": 0.6, "b": 0.3, "d": 0.1}), 256)["s"] == 154
+
+
+def test_mixture_probe_is_drawn_from_each_domains_pool_in_proportion():
+    mix = {"shakespeare": 0.6, "bible": 0.3, "docs": 0.1}
+    texts, domains = corpus.mixture_probe(mix, 200)
+    assert Counter(domains) == {"shakespeare": 120, "bible": 60, "docs": 20}
+    for d in mix:
+        mine = [t for t, dd in zip(texts, domains, strict=True) if dd == d]
+        pool = held_out_pool(d)
+        assert Counter(mine) == Counter(pool[: len(mine)])  # the first draws of the pool
+        s = load_splits(d)
+        assert not set(mine) & (set(s.train) | set(s.val))
+    # Interleaved: every prefix of 20 texts holds each domain within one text of its share.
+    for m in range(20, 201, 20):
+        c = Counter(domains[:m])
+        assert all(abs(c[d] - w * m) <= 1 for d, w in mix.items()), (m, c)
+
+
+def test_docs_domain_is_pythons_topics():
+    """docs.jsonl.gz holds pydoc's topics of the Python version its manifest names, one document per topic, each
+    paragraph of 40+ characters exactly once (topics repeat each other's sections)."""
+    import platform
+
+    manifest = json.loads((DATA / "corpora.json").read_text(encoding="utf-8"))["docs"]
+    docs = load_documents("docs")
+    assert len(docs) == manifest["documents"] >= 70
+    assert docs[0].startswith('The "assert" statement')
+    paragraphs = Counter(p.strip() for d in docs for p in d.split("\n\n") if len(p.strip()) > 40)
+    assert paragraphs.most_common(1)[0][1] == 1
+    if platform.python_version() != manifest["version"]:
+        pytest.skip(f"docs was built from Python {manifest['version']}")
+    from pydoc_data.topics import topics
+
+    cleaned = ["\n".join(line.rstrip() for line in t.split("\n")) for t in topics.values()]
+    source = {p.strip() for t in cleaned for p in t.split("\n\n") if len(p.strip()) > 40}
+    assert set(paragraphs) == source
 
 
 # ---- bundled files ----------------------------------------------------------------------------------------------
@@ -193,7 +265,7 @@ def test_split_too_many_probes():
 
 def test_bundled_files_match_manifest():
     manifest = json.loads((DATA / "corpora.json").read_text(encoding="utf-8"))
-    assert tuple(manifest) == BUNDLED == (corpus.PRETRAIN_DOMAIN, corpus.FINETUNE_DOMAIN)
+    assert tuple(manifest) == BUNDLED == (corpus.PRETRAIN_DOMAIN, corpus.FINETUNE_DOMAIN, "docs")
     for domain, entry in manifest.items():
         raw = (DATA / f"{domain}.jsonl.gz").read_bytes()
         assert raw[4:8] == b"\0\0\0\0" and not raw[3] & 0x08  # gzip: mtime 0, no file name
@@ -204,16 +276,16 @@ def test_bundled_files_match_manifest():
         assert len(rows) == entry["documents"]
         texts = [r["text"] for r in rows]
         assert load_documents(domain) == texts
-        assert sum(len(t.encode("utf-8")) for t in texts) == entry["raw_bytes"] >= 1_000_000
+        assert sum(len(t.encode("utf-8")) for t in texts) == entry["raw_bytes"] >= 300_000
         assert all("\r" not in t for t in texts)
-        assert len(entry["sdist_sha256"]) == 64 and entry["licence"]
+        assert len(entry["source_sha256"]) == 64 and entry["licence"]
 
 
 def test_no_gutenberg_boilerplate():
     markers = re.compile(
         r"gutenberg|\*\*\*|small print|\betexts?\b|\bebooks?\b|end of (the|this) project", re.IGNORECASE
     )
-    for domain in BUNDLED:
+    for domain in ("shakespeare", "bible"):  # docs underlines its headings with "***"
         for doc in load_documents(domain):
             assert not markers.search(doc), (domain, markers.search(doc))
     plays = load_documents("shakespeare")

@@ -3,6 +3,9 @@
 import csv
 import json
 import math
+import re
+import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,15 @@ DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 def fit(run_dir, *extra):
     return main(["fit", "--config", DEBUG, "--run_dir", str(run_dir), *extra])
+
+
+def fit_error(capsys, run_dir, *extra) -> str:
+    """A fit that fails on a user mistake: exit code 2 and one ``error: ...`` line on stderr (beside transformers'
+    progress bars), which is returned."""
+    assert fit(run_dir, *extra) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1, err
+    return err[0]
 
 
 def val_losses(run_dir) -> list[float]:
@@ -92,8 +104,7 @@ def test_resume_mid_epoch_reproduces_uninterrupted_run(debug_run, tmp_path):
 
 
 def test_unknown_preset(tmp_path, capsys):
-    with pytest.raises((SystemExit, ValueError), match="unknown model preset|huge"):
-        fit(tmp_path, "--model.preset", "huge")
+    assert "unknown model preset 'huge'" in fit_error(capsys, tmp_path, "--model.preset", "huge")
 
 
 def test_unknown_config_key(tmp_path, capsys):
@@ -107,20 +118,19 @@ def test_unknown_config_key(tmp_path, capsys):
     "content, field, message",
     [("", "text", "empty|no text"), ('{"body": "some words here"}\n', "text", "text")],
 )
-def test_bad_corpus(tmp_path, content, field, message):
+def test_bad_corpus(tmp_path, capsys, content, field, message):
     path = tmp_path / "corpus.jsonl"
     path.write_text(content)
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
-        fit(tmp_path / "run", "--data.corpus", str(path), "--data.text_field", field)
+    error = fit_error(capsys, tmp_path / "run", "--data.corpus", str(path), "--data.text_field", field)
+    assert re.search(message, error)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_missing_corpus(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
-        fit(tmp_path / "run", "--data.corpus", str(tmp_path / "nope.txt"))
+def test_missing_corpus(tmp_path, capsys):
+    assert "nope.txt" in fit_error(capsys, tmp_path / "run", "--data.corpus", str(tmp_path / "nope.txt"))
 
 
-def test_finetune_source_with_smaller_vocab(tmp_path, debug_run):
+def test_finetune_source_with_smaller_vocab(tmp_path, capsys, debug_run):
     from transformers import AutoTokenizer
 
     from trajlab.models import build_model
@@ -128,8 +138,7 @@ def test_finetune_source_with_smaller_vocab(tmp_path, debug_run):
     src = tmp_path / "small"
     build_model("nano", vocab_size=100, context_length=64).save_pretrained(src)
     AutoTokenizer.from_pretrained(debug_run / "hf").save_pretrained(src)  # 512 ids > 100 rows
-    with pytest.raises(ValueError, match="100 embedding rows.*512"):
-        fit(tmp_path / "run", "--model.init_from", str(src))
+    assert re.search("100 embedding rows.*512", fit_error(capsys, tmp_path / "run", "--model.init_from", str(src)))
 
 
 def test_non_finite_loss_names_the_step(tmp_path):
@@ -142,3 +151,83 @@ def test_unwritable_output_directory(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(SystemExit, match="not writable"):
         fit(blocker / "run")
+
+
+# ---- corpus mixtures --------------------------------------------------------------------------------------------
+
+ALPHABETS = {"ava": "abcde", "fig": "fghij", "kon": "klmno"}  # disjoint letters: a token's letters name its domain
+
+
+def alphabet_corpora(folder: Path) -> dict[str, Path]:
+    """Three JSONL corpora written in disjoint alphabets; every line carries a unique id spelled in its alphabet."""
+    paths = {}
+    for name, letters in ALPHABETS.items():
+        def spelled(i: int, letters=letters) -> str:  # i in base 5, 7 digits
+            return "".join(letters[i // 5**k % 5] for k in range(7))
+
+        docs = [" ".join(f"{spelled(d * 500 + i)} {letters[i % 5] * (1 + i % 4)}" for i in range(500))
+                for d in range(4)]
+        docs = [textwrap.fill(doc, 60) for doc in docs]
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return paths
+
+
+def domain_of(text: str) -> str | None:
+    """The domain whose alphabet holds every letter of text (None for whitespace only); fails on a mix."""
+    found = {name for name, letters in ALPHABETS.items() if set(text) & set(letters)}
+    assert len(found) <= 1, f"a block mixes domains: {text!r}"
+    return found.pop() if found else None
+
+
+@pytest.fixture(scope="module")
+def mixture_module(tmp_path_factory):
+    from trajlab.lit import LMDataModule
+
+    paths = alphabet_corpora(tmp_path_factory.mktemp("mix"))
+    weights = {str(paths["ava"]): 0.5, str(paths["fig"]): 0.3, str(paths["kon"]): 0.2}
+    dm = LMDataModule(corpus=weights, vocab_size=300, seq_len=16, batch_size=8, n_probe=20)
+    dm.setup()
+    return dm
+
+
+def test_mixture_trains_on_the_mixtures_proportions(mixture_module):
+    dm = mixture_module
+    blocks = [row for batch in dm.train_dataloader() for row in batch["input_ids"]]  # one epoch, in order
+    domains = [domain_of(dm.tokenizer.decode(b)) for b in blocks]
+    counts = Counter(domains)
+    assert None not in counts
+    n = len(domains)
+    for name, w in {"ava": 0.5, "fig": 0.3, "kon": 0.2}.items():
+        assert abs(counts[name] / n - w) <= 8 / n  # exact per epoch, up to the last (dropped) partial batch
+        early = Counter(domains[:400])[name] / 400  # and well mixed: the first 400 blocks already near the weights
+        assert abs(early - w) < 0.08, (name, early)
+    # The epoch is a pure function of (seed, epoch): a second loader draws the same blocks.
+    again = [row for batch in dm.train_dataloader() for row in batch["input_ids"]]
+    assert all(torch.equal(a, b) for a, b in zip(blocks, again, strict=True))
+
+
+def test_mixture_probe_keeps_domains_and_is_held_out(mixture_module):
+    dm = mixture_module
+    assert Counter(dm.probe_domains) == {"ava": 10, "fig": 6, "kon": 4}
+    assert [domain_of(t) for t in dm.probe_texts] == dm.probe_domains
+    for split in ("train", "val"):
+        data = getattr(dm, f"_{split}").blocks
+        stream = {d: "" for d in ALPHABETS}  # each domain's packed stream decoded back to text
+        for row, d in zip(data, dm.block_domains[split].tolist(), strict=True):
+            stream[dm.domains[d]] += dm.tokenizer.decode(row)
+        for text, d in zip(dm.probe_texts, dm.probe_domains, strict=True):
+            ids = [w for w in text.split() if len(w) == 7][1:-1]  # the unique ids of this probe text (whole ones)
+            assert ids and not any(i in stream[d] for i in ids), (split, d)
+
+
+def test_mixture_from_the_command_line(tmp_path):
+    from trajlab.cli import lightning_cli
+
+    paths = alphabet_corpora(tmp_path)
+    cli = lightning_cli(["--config", DEBUG, "--run_dir", str(tmp_path / "run"), "--data.corpus",
+                         f"{{{paths['ava']}: 3, {paths['kon']}: 1}}"], run=False)
+    assert cli.datamodule.weights == {str(paths["ava"]): 0.75, str(paths["kon"]): 0.25}
+    assert cli.datamodule.domains == ["ava", "kon"]
+    with pytest.raises(ValueError, match="weights >= 0"):
+        lightning_cli(["--config", DEBUG, "--data.corpus", "{bible: -1}"], run=False)

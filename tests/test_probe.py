@@ -103,3 +103,46 @@ def test_default_is_the_bundled_probe_chunks_pretraining_first():
     assert ProbeSet.default(n_per_domain=3).fingerprint == probe.fingerprint  # reproducible
     full = ProbeSet.default()
     assert full.texts == [t for d in corpus.BUNDLED for t in corpus.probe_texts(d, seed=0)]
+
+
+def test_domains_kept_through_subset_dict_save_load(tmp_path):
+    domains = ["a", "b", "a", "c", "b", "a"]
+    probe = ProbeSet.from_texts(SAMPLE_TEXTS, name="sample", domains=domains)
+    assert probe.domains == tuple(domains)
+    assert probe.fingerprint == ProbeSet.from_texts(SAMPLE_TEXTS).fingerprint == sha256_of(SAMPLE_TEXTS)
+    sub = probe.subset([5, 1, 3])
+    assert sub.domains == ("a", "b", "c") and sub.texts == [SAMPLE_TEXTS[i] for i in (5, 1, 3)]
+    assert probe.subset(np.array(domains) == "b").domains == ("b", "b")
+    d = probe.to_dict()
+    assert d["domains"] == domains and d["fingerprint"] == sha256_of(SAMPLE_TEXTS)
+    assert ProbeSet.from_dict(json.loads(json.dumps(d))).domains == tuple(domains)
+    loaded = ProbeSet.load(probe.save(tmp_path / "p.json"))
+    assert loaded.domains == tuple(domains) and loaded.texts == SAMPLE_TEXTS
+    # Without domains nothing changes: no key written, None read back, old files load.
+    plain = ProbeSet.from_texts(SAMPLE_TEXTS)
+    assert "domains" not in plain.to_dict() and plain.subset([0]).domains is None
+    assert ProbeSet.load(plain.save(tmp_path / "q.json")).domains is None
+
+
+def test_bad_domains():
+    with pytest.raises(ValueError, match="6 non-empty str, one per text; got 2"):
+        ProbeSet.from_texts(SAMPLE_TEXTS, domains=["a", "b"])
+    with pytest.raises(ValueError, match="single str"):
+        ProbeSet.from_texts(SAMPLE_TEXTS, domains="abcdef")
+    with pytest.raises(ValueError, match="non-empty str"):
+        ProbeSet.from_texts(SAMPLE_TEXTS, domains=["a", "", "a", "a", "a", 1])
+
+
+def test_default_and_mixture_record_each_texts_domain():
+    from collections import Counter
+
+    from trajlab import corpus
+
+    probe = ProbeSet.default(n_per_domain=5)
+    assert probe.domains == tuple(d for d in corpus.BUNDLED for _ in range(5))
+    mix = ProbeSet.mixture({"shakespeare": 6, "bible": 3, "docs": 1}, 100)
+    assert Counter(mix.domains) == {"shakespeare": 60, "bible": 30, "docs": 10}
+    for text, domain in zip(mix.texts, mix.domains, strict=True):
+        assert text in corpus.probe_texts(domain, n=corpus.HOLDOUT[domain])  # from that domain's held-out pool
+    assert mix.name == "mix-shakespeare0.6+bible0.3+docs0.1-n100"
+    assert ProbeSet.mixture({"shakespeare": 6, "bible": 3, "docs": 1}, 100).fingerprint == mix.fingerprint

@@ -1,8 +1,11 @@
-"""Corpora: the bundled text domains, user corpora, and their train / val / probe splits.
+"""Corpora: the bundled text domains, user corpora, weighted mixtures of them, and their train / val / probe splits.
 
 Probe texts follow the recipe of Oyama et al. in miniature: documents are cut into UTF-8-safe chunks of at most
-1024 bytes, and a seeded sample of the chunks longer than 256 bytes is held out as the probe set. The remaining
-chunks are split into validation and training sets, so no probe text is ever trained on.
+1024 bytes, and a seeded sample of the chunks longer than 256 bytes is held out. The remaining chunks are split
+into validation and training sets, so no probe text is ever trained on. A bundled domain always holds out the same
+pool (`HOLDOUT` chunks, whatever probe size or mixture a run asks for), so the probe of one model family is absent
+from the training data of every other family too. A mixture ({domain: weight}) draws its probe from the domains'
+pools in the mixture's proportions and records each text's domain.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ import functools
 import gzip
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-BUNDLED: tuple[str, ...] = ("shakespeare", "bible")  # pretraining domain first
+BUNDLED: tuple[str, ...] = ("shakespeare", "bible", "docs")  # pretraining domain first
 PRETRAIN_DOMAIN = "shakespeare"
 FINETUNE_DOMAIN = "bible"
+# Chunks of each bundled domain held out from training whatever the run (~10% of shakespeare and bible, ~25% of
+# the 492 probe-length chunks of docs); a probe takes its texts from these pools.
+HOLDOUT = {"shakespeare": 512, "bible": 512, "docs": 128}
 
 _DEFAULT_N_PROBE = 256
 
@@ -177,22 +184,25 @@ def split_corpus(
     seed: int = 0,
     val_fraction: float = 0.05,
     n_probe: int = _DEFAULT_N_PROBE,
+    n_holdout: int | None = None,
     max_bytes: int = 1024,
     min_probe_bytes: int = 256,
 ) -> CorpusSplits:
     """Split documents into disjoint train / val / probe chunk lists, deterministically.
 
     Every document is cut with `chunk_text`. A permutation of the chunk indices from
-    `numpy.random.default_rng(seed)` is walked in order: the first n_probe chunks longer than min_probe_bytes
-    bytes form the probe set; of the chunks left, the first round(val_fraction * count) in permutation order form
-    the validation set; the rest are the training set. So the probe set for n_probe = k is the first k probe
-    chunks drawn for any larger n_probe.
+    `numpy.random.default_rng(seed)` is walked in order: the first n_holdout chunks longer than min_probe_bytes
+    bytes are held out, and the first n_probe of them form the probe set; of the chunks left, the first
+    round(val_fraction * count) in permutation order form the validation set; the rest are the training set. So
+    the probe set for n_probe = k is the first k probe chunks drawn for any larger n_probe, and with one n_holdout
+    the train and val sets do not depend on n_probe.
 
     Args:
         docs: the documents.
         seed: seed of the permutation.
-        val_fraction: share of the non-probe chunks held out for validation, in [0, 1).
+        val_fraction: share of the non-held-out chunks kept for validation, in [0, 1).
         n_probe: number of probe chunks.
+        n_holdout: chunks held out from train and val (>= n_probe); None: n_probe.
         max_bytes: the largest chunk, in UTF-8 bytes.
         min_probe_bytes: probe chunks are strictly longer than this many bytes.
 
@@ -201,20 +211,22 @@ def split_corpus(
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if n_probe < 0:
-        raise ValueError(f"n_probe must be >= 0, got {n_probe}")
+    n_holdout = n_probe if n_holdout is None else n_holdout
+    if n_probe < 0 or n_holdout < n_probe:
+        raise ValueError(f"need 0 <= n_probe <= n_holdout, got n_probe={n_probe}, n_holdout={n_holdout}")
     chunks = [c for d in docs for c in chunk_text(d, max_bytes)]
     if not chunks:
         raise ValueError("the corpus contains no text")
     eligible = np.array([len(c.encode("utf-8")) > min_probe_bytes for c in chunks])
-    if n_probe > eligible.sum():
+    if n_holdout > eligible.sum():
         raise ValueError(
-            f"n_probe={n_probe} exceeds the {eligible.sum()} chunks longer than {min_probe_bytes} bytes "
+            f"n_probe={n_holdout} exceeds the {eligible.sum()} chunks longer than {min_probe_bytes} bytes "
             f"(of {len(chunks)} chunks); lower n_probe or add text"
         )
     order = np.random.default_rng(seed).permutation(len(chunks))  # (n_chunks,)
-    probe = order[eligible[order]][:n_probe]
-    rest = order[~np.isin(order, probe)]  # permutation order kept
+    held = order[eligible[order]][:n_holdout]
+    probe = held[:n_probe]
+    rest = order[~np.isin(order, held)]  # permutation order kept
     n_val = round(val_fraction * len(rest))
     val, train = rest[:n_val], rest[n_val:]
     return CorpusSplits(*([chunks[i] for i in np.sort(idx)] for idx in (train, val, probe)))
@@ -223,19 +235,35 @@ def split_corpus(
 @functools.lru_cache(maxsize=64)
 def _bundled_splits(name: str, seed: int, n_probe: int, val_fraction: float, text_field: str) -> CorpusSplits:
     docs = load_documents(name, text_field)
-    return split_corpus(docs, seed=seed, n_probe=n_probe, val_fraction=val_fraction)
+    return split_corpus(docs, seed=seed, n_probe=n_probe, n_holdout=HOLDOUT[name], val_fraction=val_fraction)
+
+
+def _pool_size(source: str | Path) -> int | None:
+    return HOLDOUT.get(source) if isinstance(source, str) else None
 
 
 def load_splits(
     source: str | Path,
     *,
     seed: int = 0,
-    n_probe: int = _DEFAULT_N_PROBE,
+    n_probe: int | None = None,
     val_fraction: float = 0.05,
     text_field: str = "text",
 ) -> CorpusSplits:
-    """`load_documents` + `split_corpus` (1024-byte chunks, probe chunks > 256 bytes); bundled results are cached."""
+    """`load_documents` + `split_corpus` (1024-byte chunks, probe chunks > 256 bytes); bundled results are cached.
+
+    A bundled corpus holds out its `HOLDOUT` pool whatever n_probe (<= the pool) is asked for, so its train and
+    val sets are the same for every run; a user corpus holds out exactly its n_probe probe chunks. n_probe None:
+    256 (a bundled pool's size when smaller).
+    """
+    if n_probe is None:
+        n_probe = min(_DEFAULT_N_PROBE, _pool_size(source) or _DEFAULT_N_PROBE)
     if isinstance(source, str) and source in BUNDLED:
+        if n_probe > HOLDOUT[source]:
+            raise ValueError(
+                f"n_probe={n_probe} exceeds the {HOLDOUT[source]} chunks held out from the bundled corpus "
+                f"{source!r}: ask for at most {HOLDOUT[source]} (or mix domains: a mixture draws from each pool)"
+            )
         cached = _bundled_splits(source, seed, n_probe, val_fraction, text_field)
         return CorpusSplits(list(cached.train), list(cached.val), list(cached.probe))  # callers may mutate
     docs = load_documents(source, text_field)
@@ -247,19 +275,83 @@ def probe_texts(domain: str | Path, n: int | None = None, seed: int = 0) -> list
 
     Args:
         domain: a bundled corpus name or a user corpus accepted by `load_documents`.
-        n: how many; None for all 256. A smaller n takes the first n chunks drawn (a seeded sample, returned in
-            document order), a subset of the 256, so it is disjoint from `load_splits(domain).train` too.
+        n: how many; None for 256 (128 for docs, whose pool is smaller). n takes the first n chunks drawn (a seeded
+            sample, returned in document order) of the domain's held-out pool (`HOLDOUT`), so it is disjoint from
+            `load_splits(domain).train` too.
         seed: split seed.
 
     Returns:
         Probe texts, each > 256 and <= 1024 UTF-8 bytes.
     """
-    if n is not None and not 0 < n <= _DEFAULT_N_PROBE:
+    limit = _pool_size(domain) or _DEFAULT_N_PROBE
+    if n is not None and not 0 < n <= limit:
         raise ValueError(
-            f"n must be in 1..{_DEFAULT_N_PROBE}, got {n}; for a larger probe set use "
+            f"n must be in 1..{limit}, got {n}; for a larger probe set of a user corpus use "
             "load_splits(domain, n_probe=...).probe with the train split of that same call"
         )
-    return load_splits(domain, seed=seed, n_probe=_DEFAULT_N_PROBE if n is None else n).probe
+    return load_splits(domain, seed=seed, n_probe=n).probe
+
+
+def domain_name(source: str | Path) -> str:
+    """The label of a corpus in a mixture and in a probe's `domains`: a bundled name, else the file or folder
+    name without its suffixes (``data/chat.jsonl.gz`` -> ``chat``)."""
+    if isinstance(source, str) and source in BUNDLED:
+        return source
+    return Path(source).name.split(".")[0] or str(source)
+
+
+def mixture_weights(mixture: str | Path | Mapping[str, float]) -> dict[str, float]:
+    """{corpus source: weight} normalised to sum 1 (one corpus: weight 1); zero weights dropped.
+
+    Raises:
+        ValueError: a negative or non-numeric weight, no positive weight, or two sources with one domain name.
+    """
+    if not isinstance(mixture, Mapping):
+        return {str(mixture): 1.0}
+    bad = {k: w for k, w in mixture.items() if isinstance(w, bool) or not isinstance(w, int | float) or w < 0}
+    if bad or not any(w > 0 for w in mixture.values()):
+        raise ValueError(
+            f"a corpus mixture maps corpora to weights >= 0 with at least one > 0, got {dict(mixture)}; "
+            "e.g. {shakespeare: 0.6, bible: 0.3, docs: 0.1}"
+        )
+    names = [domain_name(k) for k in mixture]
+    if len(set(names)) < len(names):
+        raise ValueError(f"two corpora of the mixture {list(mixture)} share a domain name; rename a file")
+    total = float(sum(mixture.values()))
+    return {str(k): w / total for k, w in mixture.items() if w > 0}
+
+
+def mixture_counts(weights: Mapping[str, float], n: int) -> dict[str, int]:
+    """Split n items in the proportions of `weights` (summing to 1) by largest remainder: the counts sum to n and
+    each is floor(w n) or that + 1; ties go to the earlier domain."""
+    exact = {k: round(w * n, 9) for k, w in weights.items()}  # rounded: 0.6 vs 0.6 / 1.0000000000000002 tie
+    counts = {k: int(np.floor(x)) for k, x in exact.items()}
+    by_remainder = sorted(weights, key=lambda k: round(counts[k] - exact[k], 9))  # stable: earlier first on ties
+    for k in by_remainder[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def mixture_probe(
+    mixture: str | Path | Mapping[str, float], n: int, *, seed: int = 0, text_field: str = "text"
+) -> tuple[list[str], list[str]]:
+    """The probe of a mixture: n held-out chunks in the mixture's proportions (`mixture_counts`), and their domains.
+
+    Each domain contributes the first k chunks of its held-out pool (`load_splits(source, n_probe=k).probe`), so
+    the probe is disjoint from every split's train and val sets; the domains are interleaved evenly (the j-th text
+    of a domain with k texts sits at fraction (j + 1/2) / k), so any prefix keeps the proportions approximately.
+
+    Returns:
+        (texts, domains): two lists of n entries; domains are `domain_name`s.
+    """
+    weights = mixture_weights(mixture)
+    keyed = []
+    for source, k in mixture_counts(weights, n).items():
+        if k:
+            texts = load_splits(source, seed=seed, n_probe=k, text_field=text_field).probe
+            keyed += [((j + 0.5) / k, domain_name(source), t) for j, t in enumerate(texts)]
+    keyed.sort(key=lambda x: x[0])  # stable: domains in mixture order at equal fractions
+    return [t for _, _, t in keyed], [d for _, d, _ in keyed]
 
 
 def corpus_fingerprint(docs: list[str]) -> str:

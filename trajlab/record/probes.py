@@ -48,7 +48,9 @@ def resolve_probe(
             )
         corpus = getattr(getattr(dm, "hparams", None), "corpus", None) or type(dm).__name__
         texts = texts[:n_texts] if n_texts else texts
-        return ProbeSet(texts, name=f"{Path(str(corpus)).name}-heldout-{len(texts)}"), None
+        domains = (getattr(dm, "probe_domains", None) or None) and dm.probe_domains[: len(texts)]
+        name = "+".join(map(str, corpus)) if isinstance(corpus, dict) else Path(str(corpus)).name  # a mixture
+        return ProbeSet(texts, name=f"{name}-heldout-{len(texts)}", domains=domains), None
     if probe == "default":
         return ProbeSet.default(), None
     if probe == "parent":
