@@ -33,7 +33,7 @@ import yaml  # noqa: E402
 
 from trajlab.record.callback import TrajectoryCallback  # noqa: E402
 from trajlab.lens import score_model  # noqa: E402
-from trajlab.lit import LitLM, LMDataModule  # noqa: E402
+from trajlab.train.lit import LitLM, LMDataModule  # noqa: E402
 from trajlab.record.schedule import snapshot_steps  # noqa: E402
 from trajlab.sketch import WeightHistory, WeightSketch  # noqa: E402
 
@@ -159,7 +159,7 @@ def overhead(args) -> None:
 
 def snapshot_cost(config: str, repeats: int) -> None:
     """One snapshot of the recipe's model (random init) on the probe its TrajectoryCallback scores, by part."""
-    from trajlab.models import build_model
+    from trajlab.train.models import build_model
 
     cfg = yaml.safe_load(Path(config).read_text())
     dm = LMDataModule(**cfg["data"])

@@ -55,7 +55,7 @@ def main() -> int:
     from test_importers import REPO
 
     from trajlab import import_checkpoints
-    from trajlab.probe import ProbeSet
+    from trajlab.data.probe import ProbeSet
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")

@@ -26,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from trajlab.lit import LitLM, LMDataModule  # noqa: E402
+from trajlab.train.lit import LitLM, LMDataModule  # noqa: E402
 
 
 class _Timer(L.Callback):

@@ -33,7 +33,7 @@ import trajlab.lens as lens  # noqa: E402
 from trajlab._precision import has_fast_bf16  # noqa: E402
 from trajlab.analysis.kl import kl_paired  # noqa: E402
 from trajlab.analysis.maps import embed  # noqa: E402
-from trajlab.probe import ProbeSet  # noqa: E402
+from trajlab.data.probe import ProbeSet  # noqa: E402
 
 
 class _EmulatedBf16Torch:
@@ -80,8 +80,8 @@ def deviation_table(title: str, d: np.ndarray, ll32: np.ndarray, n_tokens: np.nd
 
 def train_snapshots(steps: int, every: int, ctx: int):
     """A tiny-preset model trained `steps` AdamW steps; fp32 state dicts every `every` steps, and the tokenizer."""
-    from trajlab.lit import LMDataModule
-    from trajlab.models import build_model
+    from trajlab.train.lit import LMDataModule
+    from trajlab.train.models import build_model
 
     dm = LMDataModule(corpus="shakespeare", vocab_size=4096, seq_len=128, batch_size=16)
     dm.setup("fit")
@@ -158,7 +158,7 @@ def tiny_part(args) -> None:
 def smollm2_part(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trajlab.demo import smollm2_gguf
+    from trajlab.report.demo import smollm2_gguf
 
     print("\n== 2. SmolLM2-135M (GGUF, dequantised to fp32) ==", flush=True)
     gguf = smollm2_gguf()

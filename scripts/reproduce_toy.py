@@ -163,7 +163,7 @@ def config(d: Design, run: Run, out: Path, probe: Path) -> Path:
 def train_all(d: Design, out: Path) -> dict[str, float]:
     """Train every run not yet finished in `out`; returns {run: wall seconds} of the runs trained now."""
     from trajlab.cli import main as cli
-    from trajlab.probe import ProbeSet
+    from trajlab.data.probe import ProbeSet
 
     probe = out / "probe.json"
     if not probe.exists():
@@ -185,7 +185,7 @@ def longest_probe_tokens(out: Path, d: Design) -> dict[str, int]:
     """The longest probe text in tokens with each family's tokenizer (each must fit seq_len = context)."""
     from transformers import AutoTokenizer
 
-    from trajlab.probe import ProbeSet
+    from trajlab.data.probe import ProbeSet
 
     texts = ProbeSet.load(out / "probe.json").texts
     longest = {}

@@ -20,16 +20,16 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from trajlab.record.callback import TrajectoryCallback
-from trajlab.lit import HFExport, LitLM, LMDataModule
-from trajlab.models import model_config
-from trajlab.probe import ProbeSet
+from trajlab.train.lit import HFExport, LitLM, LMDataModule
+from trajlab.train.models import model_config
+from trajlab.data.probe import ProbeSet
 from trajlab.record.probes import resolve_probe
 from trajlab.record.ranks import assembled_shards
 from trajlab.record.writer import training_state_preserved
 from trajlab.record.schedule import snapshot_steps
 from trajlab.sketch import WeightSketch
 from trajlab.store import TrajectoryStore
-from trajlab.tokenizer import tokenizer_fingerprint
+from trajlab.data.tokenizer import tokenizer_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = yaml.safe_load((ROOT / "configs" / "debug.yaml").read_text())
@@ -149,9 +149,11 @@ def debug_fit(
 @pytest.fixture(scope="module")
 def dropout_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("dropout")
-    plain = debug_fit(base / "plain", [])
+    # A 128-token context (the recipe's holds every probe text): texts of ~500 tokens are scored in windows.
+    short = {"model_args": {"context_length": 128}, "data_args": {"seq_len": 128, "batch_size": 6}}
+    plain = debug_fit(base / "plain", [], **short)
     cb = TrajectoryCallback(schedule="every:5", weights="full", full_every=1, map_every=2)
-    recorded = debug_fit(base / "recorded", [cb])
+    recorded = debug_fit(base / "recorded", [cb], **short)
     return plain, recorded, base / "recorded"
 
 

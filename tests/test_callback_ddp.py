@@ -23,7 +23,7 @@ def ddp_fit(out: str) -> None:
     import lightning as L
 
     from trajlab.record.callback import TrajectoryCallback
-    from trajlab.lit import LitLM, LMDataModule
+    from trajlab.train.lit import LitLM, LMDataModule
 
     L.seed_everything(0)
     cb = TrajectoryCallback(
@@ -59,8 +59,8 @@ def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
     import torch
 
     from trajlab.lens import score_model
-    from trajlab.lit import LMDataModule
-    from trajlab.models import build_model
+    from trajlab.train.lit import LMDataModule
+    from trajlab.train.models import build_model
     from trajlab.store import TrajectoryStore
 
     run = run_two_ranks(tmp_path)
@@ -85,7 +85,7 @@ def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_store_refused_on_rank_zero_stops_every_rank(tmp_path):
-    from trajlab.probe import ProbeSet
+    from trajlab.data.probe import ProbeSet
     from trajlab.store import TrajectoryStore
 
     meta = {"run": "other", "model": {}, "tokenizer": {"fingerprint": "x"}, "config": {}}

@@ -14,7 +14,7 @@ from conftest import SAMPLE_TEXTS, make_tokenizer
 from test_callback import TinyNet, one_line, tiny_callback, tiny_fit
 
 from trajlab.lens import score_model
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 from trajlab.store import TrajectoryStore
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "store_v1"

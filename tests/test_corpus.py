@@ -1,4 +1,4 @@
-"""Tests for trajlab.corpus: bundled corpora, user corpora, chunking and splits."""
+"""Tests for trajlab.data.corpus: bundled corpora, user corpora, chunking and splits."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from trajlab import corpus
-from trajlab.corpus import (
+from trajlab.data import corpus
+from trajlab.data.corpus import (
     BUNDLED,
     CorpusSplits,
     chunk_text,
@@ -143,7 +143,7 @@ def test_split_deterministic_and_seeded():
 def test_bundled_split_same_in_fresh_process():
     s = load_splits("shakespeare")
     code = (
-        "from trajlab.corpus import load_splits, corpus_fingerprint as f; s = load_splits('shakespeare'); "
+        "from trajlab.data.corpus import load_splits, corpus_fingerprint as f; s = load_splits('shakespeare'); "
         "print(f(s.train), f(s.val), f(s.probe))"
     )
     out = subprocess.run(

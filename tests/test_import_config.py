@@ -17,6 +17,7 @@ from test_importers import FAST, PROBE, REPO, cache, make_tokenizer, one_thread,
 import trajlab.lens
 from trajlab import ImportConfig, import_checkpoints
 from trajlab.hub.config import PYTHIA_WARMUP_STEPS
+from trajlab.data.probe import ProbeSet
 from trajlab.hub.importer import import_main
 from trajlab.store import TrajectoryStore
 
@@ -185,7 +186,8 @@ def test_dry_run_sizes_a_pythia_import_and_touches_nothing(tmp_path):
     n = 2 * 50304 * 1024 + 24 * (12 * 1024**2 + 13 * 1024) + 2 * 1024  # pythia-410m, from its shapes
     assert "imported: []" in text and not (tmp_path / "s").exists()
     assert "154 revision(s): step0, step1, step2, step4, ..., step143000" in text
-    assert f"~{n:,} parameters, 24 layers -> 25 LL row(s) x 512 texts" in text
+    n_texts = len(ProbeSet.default())  # the default probe: every bundled domain's held-out chunks
+    assert f"~{n:,} parameters, 24 layers -> 25 LL row(s) x {n_texts} texts" in text
     assert f"download ~{2 * n / gib:.2f} GiB per revision, ~{154 * 2 * n / gib:,.1f} GiB in all" in text
     rows = [r.split("|") for r in text.splitlines() if r.strip()[:2].strip().isdigit() and "|" in r]
     assert [int(r[0]) for r in rows] == [1, 2, 4, 8, 16]

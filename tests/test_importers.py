@@ -27,11 +27,11 @@ from trajlab.hub.checkpoints import RefusedCheckpointError
 from trajlab.cli import main as trajlab_main
 from trajlab.hub.importer import import_main, merge_main
 from trajlab.lens import score_model
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 from trajlab.hub.revisions import PYTHIA_REVISIONS, expand_revisions, revision_steps, shard_part
 from trajlab.sketch import WeightSketch
 from trajlab.store import TrajectoryStore
-from trajlab.tokenizer import tokenizer_fingerprint
+from trajlab.data.tokenizer import tokenizer_fingerprint
 
 REPO = "EleutherAI/pythia-fake"
 # revision -> the seed of its weights; step1 is step0 byte for byte, as in the published Pythia checkpoints
@@ -442,7 +442,7 @@ def test_kill_9_mid_import_then_rerun_completes(tmp_path, cache):
         import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
         from conftest import SAMPLE_TEXTS
         from trajlab import import_checkpoints
-        from trajlab.probe import ProbeSet
+        from trajlab.data.probe import ProbeSet
         import_checkpoints({REPO!r}, {ALL!r}, {str(out)!r}, ProbeSet.from_texts(SAMPLE_TEXTS * 40),
                            cache_dir={str(hub)!r}, sketch_k=64, window=3, progress=False)
     """)

@@ -9,7 +9,7 @@ from conftest import SAMPLE_TEXTS, tiny_gpt2, tiny_llama, tiny_neox
 
 import trajlab.lens as lens
 from trajlab.lens import LensAdapter, ScoreInfo, Unembed, score_model
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 
 MODELS = {"neox": tiny_neox, "gpt2": tiny_gpt2, "llama": tiny_llama}
 TEXTS = SAMPLE_TEXTS[:4]

@@ -12,7 +12,7 @@ from test_lens import PreNormAdapter, final_norm, ids_of
 
 from trajlab import _windows
 from trajlab.lens import score_model
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 
 MODELS = {"neox": tiny_neox, "gpt2": tiny_gpt2, "llama": tiny_llama}
 CTX = 32

@@ -57,7 +57,7 @@ def eval_loss(model_dir, corpus_name: str, n_texts: int = 8) -> float:
     """Mean next-token loss of a save_pretrained model on a corpus's validation texts, computed directly."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trajlab import corpus
+    from trajlab.data import corpus
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -133,7 +133,7 @@ def test_missing_corpus(tmp_path, capsys):
 def test_finetune_source_with_smaller_vocab(tmp_path, capsys, debug_run):
     from transformers import AutoTokenizer
 
-    from trajlab.models import build_model
+    from trajlab.train.models import build_model
 
     src = tmp_path / "small"
     build_model("nano", vocab_size=100, context_length=64).save_pretrained(src)
@@ -182,7 +182,7 @@ def domain_of(text: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def mixture_module(tmp_path_factory):
-    from trajlab.lit import LMDataModule
+    from trajlab.train.lit import LMDataModule
 
     paths = alphabet_corpora(tmp_path_factory.mktemp("mix"))
     weights = {str(paths["ava"]): 0.5, str(paths["fig"]): 0.3, str(paths["kon"]): 0.2}

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trajlab.models import PRESETS, build_model, model_config, n_parameters
+from trajlab.train.models import PRESETS, build_model, model_config, n_parameters
 
 
 def neox_param_formula(V: int, d: int, L: int, r: int = 4) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLE_TEXTS
 
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 
 
 def sha256_of(texts: list[str]) -> str:
@@ -93,7 +93,7 @@ def test_bad_texts():
 
 
 def test_default_is_the_bundled_probe_chunks_pretraining_first():
-    from trajlab import corpus
+    from trajlab.data import corpus
 
     probe = ProbeSet.default(n_per_domain=3)
     expected = [t for d in corpus.BUNDLED for t in corpus.probe_texts(d, n=3, seed=0)]
@@ -136,7 +136,7 @@ def test_bad_domains():
 def test_default_and_mixture_record_each_texts_domain():
     from collections import Counter
 
-    from trajlab import corpus
+    from trajlab.data import corpus
 
     probe = ProbeSet.default(n_per_domain=5)
     assert probe.domains == tuple(d for d in corpus.BUNDLED for _ in range(5))

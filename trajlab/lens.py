@@ -49,7 +49,7 @@ import torch
 
 from trajlab import _windows
 from trajlab._precision import LENS_DTYPES, resolved_lens_dtype
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 
 # (tokens, vocab) per logits tile of the Unembed path, by device type. CPU (tuned with scripts/bench_lens.py):
 # 32 MiB, near cache; smaller tiles were ~5% faster on an idle machine but several times slower on a busy one,

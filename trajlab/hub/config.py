@@ -19,7 +19,7 @@ from trajlab.hub.revisions import PYTHIA_MAIN_STEP
 
 if TYPE_CHECKING:
     from trajlab.hub.checkpoints import ModelRef
-    from trajlab.probe import ProbeSet
+    from trajlab.data.probe import ProbeSet
     from trajlab.store import TrajectoryStore
 
 PYTHIA_WARMUP_STEPS = 1430  # 1% of 143000 optimizer steps, linear warm-up
@@ -152,7 +152,7 @@ class ImportResult:
 
 def import_probe(probe: ProbeSet | str | os.PathLike | None, existing: TrajectoryStore | None) -> ProbeSet:
     """The probe to score on: given, a saved ProbeSet JSON, a store's probe, or the default."""
-    from trajlab.probe import ProbeSet
+    from trajlab.data.probe import ProbeSet
     from trajlab.store import TrajectoryStore
 
     if isinstance(probe, ProbeSet):

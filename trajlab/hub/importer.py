@@ -59,7 +59,7 @@ from trajlab.store import TrajectoryStore, is_store
 from trajlab.store.meta import model_meta
 
 if TYPE_CHECKING:
-    from trajlab.probe import ProbeSet
+    from trajlab.data.probe import ProbeSet
 
 __all__ = ["ImportConfig", "ImportResult", "import_checkpoints", "import_main", "merge_main", "merge_stores"]
 
@@ -127,7 +127,7 @@ class _Importer:
                                tokenizer=tokenizer)
 
     def _create_store(self, model, tok, sinfo) -> None:
-        from trajlab.tokenizer import tokenizer_meta
+        from trajlab.data.tokenizer import tokenizer_meta
 
         c = self.cfg
         warmup, total = c.schedule_for(self.ref.pythia)
@@ -181,7 +181,7 @@ class _Importer:
     def import_one(self, step: int, name: str, ckpt: Checkpoint | None, log) -> None:
         """Load, score (or copy a duplicate), sketch and append one revision; a read failure is recorded."""
         from trajlab.lens import score_model
-        from trajlab.tokenizer import tokenizer_fingerprint
+        from trajlab.data.tokenizer import tokenizer_fingerprint
 
         t0 = time.perf_counter()
         try:

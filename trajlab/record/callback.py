@@ -45,7 +45,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from trajlab.analysis.figures import save_figure
 from trajlab.lens import score_model
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 from trajlab.record.probes import parent_lineage, resolve_probe
 from trajlab.record.ranks import on_rank_zero, scores_across_ranks
 from trajlab.record.schedule import snapshot_steps

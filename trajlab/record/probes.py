@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from trajlab.probe import ProbeSet
+from trajlab.data.probe import ProbeSet
 from trajlab.store import TrajectoryStore, check_comparable, is_store
 
 

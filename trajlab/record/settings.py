@@ -13,7 +13,7 @@ import torch
 from trajlab.analysis import embed, kl_paired
 from trajlab.analysis.figures import map_figure
 from trajlab.store.meta import LONG_TEXTS, model_meta
-from trajlab.tokenizer import tokenizer_meta
+from trajlab.data.tokenizer import tokenizer_meta
 
 
 def check_settings(

@@ -37,7 +37,7 @@ META_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "lineage": ((dict,), '{"root": id of the first ancestor, "parent": {"id": str, "step": int} | null}'),
     "n_layers": ((int,), "transformer blocks L; LL rows are layers 0..L"),
     "n_texts": ((int,), "probe texts N"),
-    "probe_fingerprint": ((str,), "sha256 of the probe texts (trajlab.probe)"),
+    "probe_fingerprint": ((str,), "sha256 of the probe texts (trajlab.data.probe)"),
     "trajlab_version": ((str,), "trajlab version that created the store"),
     "run": ((str,), "run name (writer's)"),
     "model": ((dict,), '{"name": hub id, path or preset, "class": model class or null, "config": its config}' ),

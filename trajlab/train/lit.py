@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trajlab import corpus as corpora
 from trajlab._io import write_atomic
-from trajlab.models import build_model, preset_meta
-from trajlab.tokenizer import cache_root, load_tokenizer, tokenizer_fingerprint, tokenizer_meta, train_tokenizer
+from trajlab.train.models import build_model, preset_meta
+from trajlab.data.tokenizer import cache_root, load_tokenizer, tokenizer_fingerprint, tokenizer_meta, train_tokenizer
 
 
 class _Blocks(Dataset):
@@ -243,7 +243,7 @@ class LitLM(L.LightningModule):
     """Causal-LM training of a transformers model (pretraining from a preset, or fine-tuning a checkpoint).
 
     Args:
-        preset: a name in ``trajlab.models.PRESETS`` (ignored when ``init_from`` is given).
+        preset: a name in ``trajlab.train.models.PRESETS`` (ignored when ``init_from`` is given).
         context_length: the model's context (positions) for presets.
         init_from: a ``save_pretrained`` folder (a trajlab export or any HF causal LM) to fine-tune.
         lr: peak AdamW learning rate.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trajlab.corpus import (
+from trajlab.data.corpus import (
     BUNDLED,
     corpus_fingerprint,
     domain_name,

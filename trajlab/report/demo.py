@@ -1,7 +1,7 @@
 """The main job (`make demo` = `trajlab demo`): pretrain, fine-tune, import a real model, analyse, report.
 
 Every stage prints what it does and where its output lies; ``--debug`` runs the same pipeline on the seconds-long
-``configs/debug.yaml`` recipe (the test suite runs it end to end). After each training stage the demo prints the
+``debug`` recipe (``configs/debug.yaml``) (the test suite runs it end to end). After each training stage the demo prints the
 longest probe text in tokens next to the model's context and stops if any text was not scored whole.
 """
 
@@ -12,16 +12,11 @@ import shutil
 import time
 from pathlib import Path
 
-from trajlab._io import read_csv_log, smollm2_gguf
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from trajlab._io import read_csv_log, recipe_path, smollm2_gguf
 
 
 def _config(name: str) -> str:
-    path = CONFIGS / name
-    if not path.exists():
-        raise SystemExit(f"error: {path} not found: run the demo from a source checkout of trajlab")
-    return str(path)
+    return str(recipe_path(name))  # shipped with the package: the demo runs from a wheel as well
 
 
 def val_curve(run_dir: Path) -> list[tuple[int, float]]:

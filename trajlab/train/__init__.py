@@ -1,0 +1,2 @@
+"""The train stage: model presets (`models`) and the LightningModule / LightningDataModule (`lit`) that
+pretrain and fine-tune them."""
