@@ -56,7 +56,7 @@ FT_MIXES = {"bibleheavy": {"shakespeare": 0.2, "bible": 0.7, "docs": 0.1},
 class Design:
     """Everything that decides the experiment; written to results.json as "hyperparameters"."""
 
-    steps: int = 400  # pretraining optimizer steps of every base run (budget: ~40 min on 2 cores in all)
+    steps: int = 300  # pretraining optimizer steps of every base run (budget: ~40 min on 2 cores in all)
     batch_size: int = 4
     seq_len: int = 512  # = the model's context; holds every probe text whole (measured, in results.json)
     lr: float = 1e-3  # Pythia 14m / 31m / 70m peak
@@ -66,7 +66,7 @@ class Design:
     ft_fraction: float = 0.05  # fine-tunes: 5% of the pretraining steps
     ft_lr_ratio: float = 0.1  # at 10% of the pretraining peak
     n_probe: int = 256
-    grid: int = 8  # seed-0 tiny: a snapshot every `grid` steps (2% of the run)
+    grid: int = 6  # seed-0 tiny: a snapshot every `grid` steps (2% of the run)
     lag_fraction: float = 0.0075  # partner snapshots this share of the run after the grid points near the targets
     seeds: tuple[int, ...] = (0, 1, 2)
     sizes: tuple[str, ...] = ("micro", "small")
