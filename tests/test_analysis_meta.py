@@ -12,9 +12,8 @@ from trajlab.store import open_stores
 DOMAINS = ["code"] * 150 + ["prose"] * (N - 150)
 
 
-class DomainProbe(Probe):
-    def to_dict(self) -> dict:
-        return {"kind": "synthetic", "domains": DOMAINS}
+def DomainProbe():
+    return Probe(domains=DOMAINS)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from trajlab import analysis as ta
+from trajlab.data.probe import ProbeSet
 from trajlab.store import TrajectoryStore, open_stores
 
 N = 400
@@ -19,16 +20,10 @@ N_BYTES = RNG.integers(300, 1024, size=N)
 TO_BITS = 1 / (N_BYTES.mean() * np.log(2))
 
 
-class Probe:
-    """The probe fields a TrajectoryStore records (a ProbeSet stand-in: no tokenizer needed here)."""
-
-    def __init__(self, fingerprint: str = "probe-A"):
-        self.name, self.fingerprint = "synthetic", fingerprint
-        self.texts = [f"text {i}" for i in range(N)]
-        self.n_bytes = N_BYTES
-
-    def to_dict(self) -> dict:
-        return {"kind": "synthetic"}
+def Probe(tag: str = "probe-A", domains=None) -> ProbeSet:
+    """N synthetic texts of exactly N_BYTES bytes each (the store recomputes byte counts from the texts)."""
+    texts = [(f"{tag} text {i} " + "x" * 1024)[:b] for i, b in enumerate(N_BYTES)]
+    return ProbeSet(texts, name="synthetic", domains=domains)
 
 
 def write_store(path: Path, run: str, steps, ll_layers, meta=None, weights=None, exact=True, probe=None):

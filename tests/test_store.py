@@ -14,13 +14,13 @@ import textwrap
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import trajlab
+from trajlab.data.probe import ProbeSet
 from trajlab.store import (
     META_SCHEMA,
     SCORING_SCHEMA,
@@ -34,20 +34,13 @@ N, L = 7, 2
 META = {"run": "test-run", "model": "tiny", "tokenizer": {"fingerprint": "tok123"}, "config": {"hidden": 8}}
 
 
-@dataclass
-class Probe:
-    """Duck-typed ProbeSet: what the store reads from a probe."""
+def Probe(texts: list[str] | None = None, name: str = "unit-probe") -> ProbeSet:
+    """The store's probe: N short texts (or the given ones)."""
+    return ProbeSet(texts or [f"text number {i} é" for i in range(N)], name=name)
 
-    texts: list[str] = field(default_factory=lambda: [f"text number {i} é" for i in range(N)])
-    fingerprint: str = "probe-abc"
-    name: str = "unit-probe"
 
-    @property
-    def n_bytes(self) -> np.ndarray:
-        return np.array([len(t.encode()) for t in self.texts])
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "fingerprint": self.fingerprint, "texts": self.texts, "seed": 3}
+def other_probe(tag: str) -> ProbeSet:
+    return Probe([f"{tag} text {i}" for i in range(N)], name=tag)
 
 
 def ll_of(step: int, rows: int = L + 1) -> np.ndarray:
@@ -102,9 +95,9 @@ def test_round_trip(tmp_path):
     assert (
         st.meta["trajlab_version"] == trajlab.__version__ and st.meta["tokenizer"]["fingerprint"] == "tok123"
     )
-    assert st.meta["probe_fingerprint"] == st.probe_fingerprint == "probe-abc" and st.n_layers == L
+    assert st.meta["probe_fingerprint"] == st.probe_fingerprint == Probe().fingerprint and st.n_layers == L
     probe = st.probe()
-    assert probe.texts == Probe().texts and probe.to_dict()["seed"] == 3 and probe.name == "unit-probe"
+    assert probe.texts == Probe().texts and probe.name == "unit-probe"
     np.testing.assert_array_equal(st.n_bytes, Probe().n_bytes)
 
 
@@ -234,8 +227,8 @@ def test_refusals_leave_store_unchanged(tmp_path):
     st.close()
     with pytest.raises(PermissionError, match="read-only"):
         TrajectoryStore.open(root).append(6, ll_of(6))
-    with pytest.raises(ValueError, match="probe fingerprint zzz differs"):
-        TrajectoryStore.open_or_create(root, probe=Probe(fingerprint="zzz"), meta=META, n_layers=L)
+    with pytest.raises(ValueError, match=f"probe fingerprint {other_probe('zzz').fingerprint} differs"):
+        TrajectoryStore.open_or_create(root, probe=other_probe("zzz"), meta=META, n_layers=L)
     with pytest.raises(ValueError, match="n_layers 3 differs"):
         TrajectoryStore.open_or_create(root, probe=Probe(), meta=META, n_layers=3)
     with pytest.raises(ValueError, match="tokenizer fingerprint other differs from the store's tok123"):
@@ -335,9 +328,9 @@ def test_unwritable_directory_refused_before_writing():
 def test_open_stores_requires_same_probe(tmp_path):
     new_store(tmp_path, "a").close()
     new_store(tmp_path, "b").close()
-    new_store(tmp_path, "c", probe=Probe(fingerprint="other-fp")).close()
+    new_store(tmp_path, "c", probe=other_probe("other-fp")).close()
     assert [s.path.name for s in open_stores([tmp_path / "a", tmp_path / "b"])] == ["a", "b"]
-    with pytest.raises(ValueError, match=f"{tmp_path / 'a'} has probe-abc, {tmp_path / 'c'} has other-fp"):
+    with pytest.raises(ValueError, match=f"{tmp_path / 'a'} has {Probe().fingerprint}, {tmp_path / 'c'} has {other_probe('other-fp').fingerprint}"):
         open_stores([tmp_path / "a", tmp_path / "c"])
 
 
@@ -484,17 +477,13 @@ def test_lineage_of_a_child_inherits_the_root(tmp_path):
 
 
 def test_domains_kept_in_the_probe(tmp_path):
-    @dataclass
-    class DomainProbe(Probe):
-        domains: list[str] = field(default_factory=lambda: ["plays"] * 4 + ["bible"] * 3)
+    from types import SimpleNamespace
 
-        def to_dict(self) -> dict:
-            return super().to_dict() | {"domains": self.domains}
-
-    new_store(tmp_path, "d", probe=DomainProbe()).close()
+    probe = ProbeSet(Probe().texts, domains=["plays"] * 4 + ["bible"] * 3)
+    new_store(tmp_path, "d", probe=probe).close()
     assert TrajectoryStore.open(tmp_path / "d").probe().domains == ("plays",) * 4 + ("bible",) * 3
-    with pytest.raises(ValueError, match="probe domains must be 7 strings") as e:
-        new_store(tmp_path, "e", probe=DomainProbe(domains=["x"]))
+    with pytest.raises(ValueError, match="domains must be 7 non-empty str") as e:
+        new_store(tmp_path, "e", probe=SimpleNamespace(texts=Probe().texts, domains=["x"]))
     assert "\n" not in str(e.value)
 
 
@@ -536,8 +525,8 @@ def test_check_comparable_refuses_truncated_with_whole_texts(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # whole texts either way, other tokenizers: neither refused nor warned
         assert len(open_stores([rolling, refuse])) == 2
-        other_probe = scored_store(tmp_path, "p2", Probe(fingerprint="p2"), long_texts="truncate")
-        check_comparable([TrajectoryStore.open(p) for p in (rolling, other_probe)])  # different probes
+        elsewhere = scored_store(tmp_path, "p2", other_probe("p2"), long_texts="truncate")
+        check_comparable([TrajectoryStore.open(p) for p in (rolling, elsewhere)])  # different probes
         check_comparable([TrajectoryStore.open(rolling), TrajectoryStore.open(new_store(tmp_path).path)])
 
 
@@ -616,3 +605,23 @@ def test_model_block_has_one_shape_whoever_wrote_it(tmp_path):
         assert st.meta["model"] == {"name": "org/name", "class": None, "config": {"model_type": "llama"}}
     v1 = TrajectoryStore.open(FIXTURE_V1).meta["model"]
     assert tuple(v1) == MODEL_KEYS and v1["class"] == "TinyNet" and v1["config"] == {}
+
+
+def test_one_probe_type_verified_both_ways(tmp_path):
+    """create recomputes the fingerprint (a wrong one is refused); probe() is a ProbeSet, checked on read."""
+    from types import SimpleNamespace
+
+    liar = SimpleNamespace(texts=Probe().texts, name="liar", fingerprint="0" * 64)
+    with pytest.raises(ValueError, match="is not its texts'"):
+        TrajectoryStore.create(tmp_path / "x", probe=liar, meta=META, n_layers=L)
+    assert not (tmp_path / "x" / "meta.json").exists()
+    probe = ProbeSet(Probe().texts, name="with-domains", domains=["a"] * 3 + ["b"] * (N - 3))
+    with TrajectoryStore.create(tmp_path / "s", probe=probe, meta=META, n_layers=L) as st:
+        got = st.probe()
+    assert isinstance(got, ProbeSet) and got.fingerprint == probe.fingerprint and got.domains == probe.domains
+    assert got.n_bytes.tolist() == [len(t.encode()) for t in probe.texts]
+    record = json.loads((tmp_path / "s" / "probe.json").read_text())
+    record["texts"][0] += "!"  # corrupt one text
+    (tmp_path / "s" / "probe.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="corrupted"):
+        TrajectoryStore.open(tmp_path / "s").probe()

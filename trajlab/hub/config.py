@@ -158,11 +158,11 @@ def import_probe(probe: ProbeSet | str | os.PathLike | None, existing: Trajector
     if isinstance(probe, ProbeSet):
         chosen = probe
     elif probe is None and existing is not None:
-        chosen = ProbeSet.from_dict(existing.probe().to_dict())
+        chosen = existing.probe()
     elif probe is None or str(probe) == "default":
         chosen = ProbeSet.default()
     elif Path(probe).is_dir():
-        chosen = ProbeSet.from_dict(TrajectoryStore.open(probe).probe().to_dict())
+        chosen = TrajectoryStore.open(probe).probe()
     else:
         chosen = ProbeSet.load(probe)
     if existing is not None and chosen.fingerprint != existing.probe_fingerprint:

@@ -84,11 +84,7 @@ def _store_probe(path: Path, parent: bool) -> tuple[ProbeSet, dict | None]:
             "step": int(steps[-1]) if len(steps) else None,
             "store": str(path),
         }
-    try:
-        probe = ProbeSet.from_dict(stored.to_dict())  # keeps the texts' domains where ProbeSet has them
-    except ValueError as e:
-        raise ValueError(f"{path}/probe.json: {e}; the store is corrupted") from None
-    return probe, info if parent else None
+    return stored, info if parent else None
 
 
 def parent_lineage(

@@ -298,17 +298,21 @@ def checked_weights(step: int, weights: Mapping) -> dict[str, np.ndarray]:
 
 
 def probe_record(probe) -> dict:
-    texts, n_bytes = list(probe.texts), [int(b) for b in np.asarray(probe.n_bytes).reshape(-1)]
-    if not texts or len(texts) != len(n_bytes) or not all(isinstance(t, str) for t in texts):
-        raise ValueError(
-            f"probe must have N > 0 texts (str) and N byte counts; got {len(texts)} and {len(n_bytes)}"
-        )
-    if not isinstance(probe.fingerprint, str) or not probe.fingerprint:
-        raise ValueError("probe.fingerprint must be a non-empty string")
-    record = {**probe.to_dict(), "name": str(probe.name), "fingerprint": probe.fingerprint}
-    domains = record.get("domains")
-    if domains is not None and (len(domains) != len(texts) or not all(isinstance(d, str) for d in domains)):
-        raise ValueError(
-            f"probe domains must be {len(texts)} strings (one per text), got {len(domains)} values"
-        )
-    return record | {"texts": texts, "n_bytes": n_bytes}
+    """probe.json of a new store from a `ProbeSet` (or anything with ``.texts``, made into one): the fingerprint
+    and byte counts are recomputed from the texts, never taken on trust.
+
+    Raises:
+        ValueError: no texts, a non-str text, bad domains, or a given fingerprint that is not its texts'.
+    """
+    from trajlab.data.probe import ProbeSet
+
+    given = getattr(probe, "fingerprint", None)
+    if not isinstance(probe, ProbeSet):
+        texts = getattr(probe, "texts", None)
+        if texts is None or isinstance(texts, str):
+            raise ValueError(f"probe must be a trajlab ProbeSet (texts, name, domains), got {type(probe).__name__}")
+        probe = ProbeSet(texts, name=str(getattr(probe, "name", "probe")), domains=getattr(probe, "domains", None))
+    if given not in (None, probe.fingerprint):
+        raise ValueError(f"probe fingerprint {str(given)[:12]} is not its texts' ({probe.fingerprint[:12]}): "
+                         "build the probe with trajlab.ProbeSet")
+    return probe.to_dict() | {"n_bytes": [int(b) for b in probe.n_bytes]}

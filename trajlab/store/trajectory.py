@@ -42,12 +42,12 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
+from trajlab.data.probe import ProbeSet
 from trajlab.store.files import (
     SnapshotWriter,
     check_creatable,
@@ -78,22 +78,6 @@ class MissingEntryError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class StoredProbe:
-    """The probe texts kept in a store: ProbeSet-like (.texts, .n_bytes, .fingerprint, .name, .domains,
-    .to_dict())."""
-
-    name: str
-    fingerprint: str
-    texts: list[str]
-    n_bytes: np.ndarray  # (N,) int64 UTF-8 bytes per text
-    record: dict  # probe.json as written (ProbeSet.to_dict() plus the keys above)
-    domains: tuple[str, ...] | None = None  # source domain of each text, when the probe recorded them
-
-    def to_dict(self) -> dict:
-        return copy.deepcopy(self.record)
 
 
 class TrajectoryStore(SnapshotWriter):
@@ -226,12 +210,16 @@ class TrajectoryStore(SnapshotWriter):
     def n_bytes(self) -> np.ndarray:
         return np.asarray(self._probe["n_bytes"], dtype=np.int64)  # (N,)
 
-    def probe(self) -> StoredProbe:
-        p = self._probe
-        domains = tuple(p["domains"]) if p.get("domains") is not None else None
-        return StoredProbe(
-            p["name"], p["fingerprint"], list(p["texts"]), self.n_bytes, copy.deepcopy(p), domains
-        )
+    def probe(self) -> ProbeSet:
+        """The probe as a `ProbeSet` (texts, name, domains), its fingerprint recomputed and checked."""
+        try:
+            probe = ProbeSet.from_dict(self._probe)
+        except ValueError as e:
+            raise ValueError(f"{self.path}/probe.json: {e}; the store is corrupted") from None
+        if probe.fingerprint != self.probe_fingerprint:
+            raise ValueError(f"{self.path}/probe.json holds other texts than meta.json's probe fingerprint; "
+                             "the store is corrupted")
+        return probe
 
     def mismatch(self, probe_fingerprint=None, n_layers=None, tokenizer=None, scoring=None) -> str | None:
         """Why snapshots with these settings (None: not checked) cannot be appended here, or None."""
@@ -392,6 +380,8 @@ def open_stores(paths: Iterable[str | os.PathLike]) -> list[TrajectoryStore]:
     check_comparable(stores)
     return stores
 
+
+StoredProbe = ProbeSet  # 0.1's name for a store's probe; kept for one release
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "META_SCHEMA", "SCORING_SCHEMA", "MissingEntryError", "StoredProbe",
            "TrajectoryStore", "check_comparable", "is_store", "open_stores"]  # fmt: skip
