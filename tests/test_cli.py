@@ -70,12 +70,14 @@ def test_messages_are_single_lines():
 def test_recipes_by_name_or_path(tmp_path):
     from pathlib import Path
 
+    from trajlab.train.fit import recipes_resolved
+
     shipped = Path(cli.__file__).parent / "recipes"
-    assert cli._recipes_resolved(["fit", "--config", "debug"]) == ["fit", "--config", str(shipped / "debug.yaml")]
-    assert cli._recipes_resolved(["fit", "--config=pretrain_tiny.yaml"]) == [
+    assert recipes_resolved(["fit", "--config", "debug"]) == ["fit", "--config", str(shipped / "debug.yaml")]
+    assert recipes_resolved(["fit", "--config=pretrain_tiny.yaml"]) == [
         "fit", f"--config={shipped / 'pretrain_tiny.yaml'}"]
     own = tmp_path / "mine.yaml"
     own.write_text("trainer: {}\n")
-    assert cli._recipes_resolved(["fit", "--config", str(own)])[2] == str(own)
+    assert recipes_resolved(["fit", "--config", str(own)])[2] == str(own)
     r = _run(["fit", "--config", "no_such_recipe"], tmp_path)
     assert r.returncode == 2 and "no recipe 'no_such_recipe'" in r.stderr and "pretrain_tiny" in r.stderr

@@ -222,7 +222,7 @@ def test_mixture_probe_keeps_domains_and_is_held_out(mixture_module):
 
 
 def test_mixture_from_the_command_line(tmp_path):
-    from trajlab.cli import lightning_cli
+    from trajlab.train.fit import lightning_cli
 
     paths = alphabet_corpora(tmp_path)
     cli = lightning_cli(["--config", DEBUG, "--run_dir", str(tmp_path / "run"), "--data.corpus",

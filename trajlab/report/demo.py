@@ -76,10 +76,9 @@ def _stage(title: str) -> float:
 
 
 def _fit(args: list[str]) -> None:
-    from trajlab.cli import main as cli
+    from trajlab.train.fit import lightning_cli  # a failure raises: `trajlab demo` prints it as one line
 
-    if cli(["fit", *args]) != 0:
-        raise SystemExit(f"error: trajlab fit {' '.join(args)} failed (its error is printed above)")
+    lightning_cli(["fit", *args])
 
 
 def run_demo(out: Path, *, debug: bool = False, real_model: bool | None = None) -> dict:
