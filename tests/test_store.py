@@ -625,3 +625,17 @@ def test_one_probe_type_verified_both_ways(tmp_path):
     (tmp_path / "s" / "probe.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="corrupted"):
         TrajectoryStore.open(tmp_path / "s").probe()
+
+
+def test_snapshot_array_is_the_file_as_stored_and_verified(tmp_path):
+    with new_store(tmp_path) as st:
+        st.append(3, ll_of(3), weight_sketch=np.arange(4.0))
+    st = TrajectoryStore.open(tmp_path / "s")
+    np.testing.assert_array_equal(st.snapshot_array(3, "ll"), ll_of(3))
+    np.testing.assert_array_equal(st.snapshot_array(3, "sketch"), np.arange(4.0))
+    with pytest.raises(MissingEntryError, match="holds no 'weights' file"):
+        st.snapshot_array(3, "weights")
+    f = tmp_path / "s" / st.snapshot_info(3)["files"]["ll"]["name"]
+    f.write_bytes(f.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ValueError, match="sha256|corrupt"):
+        TrajectoryStore.open(tmp_path / "s").snapshot_array(3, "ll")

@@ -53,7 +53,7 @@ from trajlab.hub.config import (
     import_probe,
     lineage_from_parent,
 )
-from trajlab.store.merge import merge_main, merge_stores, snapshot_array
+from trajlab.store.merge import merge_main, merge_stores
 from trajlab.hub.revisions import expand_revisions, parse_shard, revision_steps, shard_part
 from trajlab.store import TrajectoryStore, is_store
 from trajlab.store.meta import model_meta
@@ -217,7 +217,7 @@ class _Importer:
                 self._create_store(model, tok, sinfo)
             what = f"scored in {score_s:.1f} s ({info['tokens_per_s']:,.0f} tokens/s)"
         else:
-            rows = snapshot_array(self.store, dup_of, "ll")
+            rows = self.store.snapshot_array(dup_of, "ll")
             layer_rows = self.store.snapshot_info(dup_of)["layers"]
             info["duplicate_of"] = dup_of
             what = f"DUPLICATE of step {dup_of} (identical weight files): LL copied, not scored"
@@ -225,7 +225,7 @@ class _Importer:
         if self.sketcher is not None and model is not None:
             sketch = self.sketcher.sketch(model)
         elif self.sketcher is not None:
-            sketch = snapshot_array(self.store, dup_of, "sketch")
+            sketch = self.store.snapshot_array(dup_of, "sketch")
         dists = self.history.push(step, model) if self.history is not None else None
         self.store.append(step, rows, layers=layer_rows, probe_fingerprint=self.probe.fingerprint,
                           source=ckpt.source, weight_sketch=sketch, sq_dists=dists, info=info)

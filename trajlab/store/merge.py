@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import shutil
 import sys
@@ -17,15 +15,6 @@ import numpy as np
 
 from trajlab.store import TrajectoryStore, check_comparable
 from trajlab.store.meta import settings_mismatch
-
-
-def snapshot_array(store: TrajectoryStore, step: int, kind: str) -> np.ndarray:
-    """(R, N) LL rows (kind "ll") or (k,) sketch ("sketch") of a stored step, checked against the manifest."""
-    f = store.snapshot_info(step)["files"][kind]
-    data = (store.path / f["name"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != f["sha256"]:
-        raise ValueError(f"{store.path / f['name']} is corrupted: its sha256 does not match the manifest")
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def merge_stores(
@@ -89,9 +78,9 @@ def merge_stores(
             s = owner[step]
             rec = s.snapshot_info(step)
             merged.append(
-                step, snapshot_array(s, step, "ll"), layers=rec["layers"], source=rec["source"],
+                step, s.snapshot_array(step, "ll"), layers=rec["layers"], source=rec["source"],
                 probe_fingerprint=s.probe_fingerprint, info=rec["info"],
-                weight_sketch=snapshot_array(s, step, "sketch") if "sketch" in rec["files"] else None,
+                weight_sketch=s.snapshot_array(step, "sketch") if "sketch" in rec["files"] else None,
                 sq_dists={int(a): d for a, d in rec["sq_dists"].items()} if "sq_dists" in rec else None,
                 full_weights=s.full_weights(step) if "weights" in rec["files"] else None,
             )
@@ -108,7 +97,7 @@ def _same_snapshot(a: TrajectoryStore, b: TrajectoryStore, step: int) -> bool:
     ra, rb = a.snapshot_info(step), b.snapshot_info(step)
     if ra["layers"] != rb["layers"] or set(ra["files"]) != set(rb["files"]):
         return False
-    return all(np.array_equal(snapshot_array(a, step, k), snapshot_array(b, step, k))
+    return all(np.array_equal(a.snapshot_array(step, k), b.snapshot_array(step, k))
                for k in ("ll", "sketch") if k in ra["files"])
 
 

@@ -256,6 +256,16 @@ class TrajectoryStore(SnapshotWriter):
         """Path of a snapshot file, checked once against the manifest's size and sha256."""
         return verified_file(self.path, rec["files"][kind], self._verified)
 
+    def snapshot_array(self, step: int, kind: str = "ll") -> np.ndarray:
+        """One snapshot file as stored, checked against the manifest: "ll" (R, N) rows in the order of
+        ``snapshot_info(step)["layers"]``, or "sketch" (k,)."""
+        rec = self._snapshot(step)
+        if kind not in ("ll", "sketch") or kind not in rec["files"]:
+            raise MissingEntryError(
+                f"step {step} of {self.path} holds no {kind!r} file (it has {sorted(rec['files'])})"
+            )
+        return np.load(self._file(rec, kind), allow_pickle=False)
+
     # ---- log-likelihoods ----
 
     def full_layer_steps(self) -> np.ndarray:
