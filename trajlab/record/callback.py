@@ -20,15 +20,7 @@ or ``parent=STORE[@STEP]``) inherits its parent's root and names the parent snap
 the last step of the run, and the model's output only at the others; each snapshot's manifest record lists its
 layers, and ``store.full_layer_steps()`` / ``store.loglik_all(store.full_layer_steps())`` read the full ones.
 
-Resume (``fit(ckpt_path=...)``): the store is reopened, never rewritten. Every checkpoint first waits until the
-queued snapshots are on disk, so the store holds every snapshot the checkpoint's state names. Snapshots taken
-after the checkpoint and before a crash are already stored when the resumed run replays those steps; the callback
-then scores them again, compares the last-layer LL with the stored row, keeps the stored snapshot and adds a
-``replay`` note {"step", "max_abs_diff"} (0.0 on CPU, where a resumed run is bitwise equal; a warning otherwise).
-
-DDP: every rank scores its share of the probe texts (text i on rank i mod world_size); the shares are all-gathered
-and each text index is checked to occur exactly once. Only rank zero holds the store and logs. Weights are read
-from the scored module as each rank holds it (full parameters under DDP; sharded strategies are not supported).
+Resume and DDP: see the `trajlab.record` package docstring.
 """
 
 from __future__ import annotations
@@ -41,7 +33,6 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from trajlab.analysis.figures import save_figure
 from trajlab.lens import score_model
@@ -49,7 +40,9 @@ from trajlab.data.probe import ProbeSet
 from trajlab.record.probes import parent_lineage, resolve_probe
 from trajlab.record.ranks import on_rank_zero, scores_across_ranks
 from trajlab.record.schedule import snapshot_steps
-from trajlab.record.settings import check_settings, snapshot_metrics, store_meta, trajectory_map
+from trajlab.record.settings import (
+    check_settings, checked_resume, log_map_image, snapshot_metrics, store_meta, trajectory_map,
+)  # fmt: skip
 from trajlab.record.writer import Writer, training_state_preserved
 from trajlab.sketch import WeightHistory, WeightSketch
 from trajlab.store import TrajectoryStore, check_comparable, is_store
@@ -132,18 +125,8 @@ class TrajectoryCallback(L.Callback):
         run_name: str | None = None,
         queue_size: int = 4,
     ):
-        check_settings(
-            layers,
-            weights,
-            long_texts,
-            layers_every,
-            full_every,
-            window,
-            batch_size,
-            queue_size,
-            n_texts,
-            map_every,
-        )
+        check_settings(layers, weights, long_texts, layers_every, full_every, window, batch_size, queue_size,
+                       n_texts, map_every)  # fmt: skip
         snapshot_steps(schedule, 1)  # a bad spec fails here, before training
         self.out_dir, self.probe, self.n_texts, self.schedule = out_dir, probe, n_texts, schedule
         self.layers, self.weights, self.tokenizer, self.model = layers, weights, tokenizer, model
@@ -246,20 +229,7 @@ class TrajectoryCallback(L.Callback):
         try:
             steps, start = [int(s) for s in store.steps] if store else [], trainer.global_step
             rows = store.loglik(-1) if store else np.empty((0, len(self._probe)))  # (K, N)
-            restored = (
-                self._restored if (self._restored or {}).get("out_dir") == str(self._path.resolve()) else None
-            )
-            if restored and (missing := sorted(set(restored["steps"]) - set(steps))):
-                raise ValueError(
-                    f"{self._path} lacks steps {missing[:5]} that the checkpoint says were recorded: the "
-                    "store was replaced or damaged; resume into the original store or a new out_dir"
-                )
-            if gaps := [s for s in order if s < start and s not in steps]:
-                warnings.warn(
-                    f"{self._path}: scheduled steps {gaps[:5]}{'...' if len(gaps) > 5 else ''} before the "
-                    f"resume step {start} are not in the store and will stay missing",
-                    stacklevel=2,
-                )
+            restored = checked_resume(self._path, self._restored, steps, order, start)
         except BaseException:
             if store is not None:
                 store.close()
@@ -298,14 +268,8 @@ class TrajectoryCallback(L.Callback):
         if step in self._todo:
             self._snapshot(trainer, pl_module, step, self._todo.pop(step))
 
-    def _snapshot(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        step: int,
-        index: int | None,
-        end: bool = False,
-    ) -> None:
+    def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, index: int | None,
+                  end: bool = False) -> None:  # fmt: skip
         t0 = time.perf_counter()
         every = index is not None and index % self.layers_every == 0
         self._layers_now = (
@@ -313,13 +277,8 @@ class TrajectoryCallback(L.Callback):
         )
         with training_state_preserved(self._module):
             scored = scores_across_ranks(  # (R + 1, N) on every rank: LL rows, then scored tokens per text
-                self._score_texts,
-                self._probe.texts,
-                trainer.global_rank,
-                trainer.world_size,
-                trainer.strategy,
-                step,
-            )
+                self._score_texts, self._probe.texts, trainer.global_rank, trainer.world_size, trainer.strategy, step
+            )  # fmt: skip
         score_s = time.perf_counter() - t0
         self._last_step = step
         ll, n_tokens = scored[:-1], [int(n) for n in scored[-1]]
@@ -332,12 +291,8 @@ class TrajectoryCallback(L.Callback):
         self.timings["callback_s"] += time.perf_counter() - t0
 
     def _score_opts(self) -> dict:
-        return {
-            "max_length": self.max_length,
-            "long_texts": self.long_texts,
-            "stride": self.stride,
-            "lens_dtype": self.lens_dtype,
-        }
+        keys = ("max_length", "long_texts", "stride", "lens_dtype")
+        return {k: getattr(self, k) for k in keys}
 
     def _score_texts(self, texts: list[str]) -> np.ndarray:
         """(R + 1, len(texts)): the LL rows, then the scored tokens of each text; the scorer's warnings (e.g.
@@ -385,19 +340,10 @@ class TrajectoryCallback(L.Callback):
                 }
             info = {"score_s": round(score_s, 4), "world_size": trainer.world_size}
             layers = None if len(ll) > 1 else [-1]
-            self._writer.submit(
-                lambda: store.append(
-                    step,
-                    ll,
-                    layers=layers,
-                    probe_fingerprint=self._probe.fingerprint,
-                    source="callback",
-                    weight_sketch=sketch,
-                    sq_dists=dists if sketch is not None else None,
-                    full_weights=full,
-                    info=info,
-                )
-            )
+            self._writer.submit(lambda: store.append(
+                step, ll, layers=layers, probe_fingerprint=self._probe.fingerprint, source="callback",
+                weight_sketch=sketch, sq_dists=dists if sketch is not None else None, full_weights=full, info=info,
+            ))  # fmt: skip
             self._last_stored = step
         metrics = snapshot_metrics(
             ll, [r for _, r in self._rows[:1] + self._rows[-1:]], self._probe.n_bytes, dists
@@ -435,15 +381,7 @@ class TrajectoryCallback(L.Callback):
         fig = trajectory_map(
             steps, ll, self._probe.n_bytes, f"{self._path.parent.name or 'run'}, step {step}"
         )
-        image_loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger | WandbLogger)]
-        if image_loggers:
-            fig.canvas.draw()
-            image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
-            for lg in image_loggers:
-                if isinstance(lg, TensorBoardLogger):
-                    lg.experiment.add_image("traj/map", image, global_step=step, dataformats="HWC")
-                else:
-                    lg.log_image("traj/map", [image], step=step)
+        log_map_image(trainer.loggers, fig, step)
         path = self._path / MAP_FILE
         self._writer.submit(lambda: save_figure(fig, path))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,3 +120,41 @@ def trajectory_map(steps: np.ndarray, ll: np.ndarray, n_bytes: np.ndarray, title
     return map_figure(
         {"PCA": embed(ll, "pca", 2, n_bytes)}, steps, kl_paired(ll[:-1], ll[1:], n_bytes), title
     )
+
+
+def log_map_image(loggers: list, fig, step: int) -> None:
+    """Log the trajectory map figure as an image to the TensorBoard and wandb loggers among `loggers`."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    image_loggers = [lg for lg in loggers if isinstance(lg, TensorBoardLogger | WandbLogger)]
+    if not image_loggers:
+        return
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
+    for lg in image_loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.experiment.add_image("traj/map", image, global_step=step, dataformats="HWC")
+        else:
+            lg.log_image("traj/map", [image], step=step)
+
+
+def checked_resume(path, restored: dict | None, steps: list[int], order: list[int], start: int) -> dict | None:
+    """The checkpoint's callback state when it names this store (else None), checked against the stored steps;
+    warns about scheduled steps before the resume step that the store lacks.
+
+    Raises:
+        ValueError: the checkpoint names steps the store does not hold (a replaced or damaged store).
+    """
+    restored = restored if (restored or {}).get("out_dir") == str(Path(path).resolve()) else None
+    if restored and (missing := sorted(set(restored["steps"]) - set(steps))):
+        raise ValueError(
+            f"{path} lacks steps {missing[:5]} that the checkpoint says were recorded: the "
+            "store was replaced or damaged; resume into the original store or a new out_dir"
+        )
+    if gaps := [s for s in order if s < start and s not in steps]:
+        warnings.warn(
+            f"{path}: scheduled steps {gaps[:5]}{'...' if len(gaps) > 5 else ''} before the "
+            f"resume step {start} are not in the store and will stay missing",
+            stacklevel=3,
+        )
+    return restored
