@@ -2,6 +2,11 @@
 
 bf16 GEMMs pay where the hardware multiplies bf16 natively (GPUs, CPUs with AMX or AVX512-BF16: 2-6x the fp32
 rate); elsewhere bf16 is converted to fp32 inside the GEMM and runs slower than fp32, so "auto" picks fp32 there.
+
+The model runs in its own dtype, the lens GEMMs too unless ``lens_dtype`` says otherwise (e.g. bf16 GEMMs on an
+fp32 model); each tile of logits is upcast to fp32 before the exp and sum, and the target logit is computed in
+fp32. bf16 logits carry bf16 rounding (~0.4% of a logit), as a bf16 model's own logits do; use fp32 for
+reference numbers.
 """
 
 from __future__ import annotations

@@ -44,6 +44,26 @@ def resolved_rows(layers: Literal["all", "last"] | Sequence[int], n_layers: int)
     return [int(r) for r in rows]
 
 
+def checked_texts(texts, batch_size: int) -> list[str]:
+    """The probe's texts as a list, after refusing a non-str text, an empty probe or batch_size < 1."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("probe must be a ProbeSet or a list of str")
+    if not (texts := list(texts)):
+        raise ValueError("the probe is empty: nothing to score")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return texts
+
+
+def window(context: int | None, max_length: int | None) -> int | None:
+    """The window C: ``max_length`` (2..the model's context) when given, else the model's context."""
+    if max_length is None:
+        return context
+    if max_length < 2 or (context is not None and max_length > context):
+        raise ValueError(f"max_length must be in 2..{context or 'inf'} (the model's context), got {max_length}")
+    return max_length
+
+
 def encoded_texts(tokenizer, texts: list[str], prefix_bos: bool) -> list[list[int]]:
     """Token ids per text (add_special_tokens=False), BOS-prefixed if asked."""
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -11,13 +11,7 @@ Rows of the result: row 0 is the embedding output read through the lens, row l t
 read through the lens (final norm + unembedding), and the last row, n_layers, the model's own output.
 
 Models: a transformers causal LM (GPT-NeoX, GPT-2, Llama/Mistral/Qwen-style), or any object following
-`LensAdapter`:
-
-    hidden_states(input_ids, attention_mask) -> n_layers + 1 tensors (B, T, d): the embedding output, then the
-        residual after each block; the LAST one is the residual after the final block, BEFORE the final norm.
-    unembed(h) -> logits (..., V): final norm + unembedding of (..., d).
-    Optional attributes, read when present: n_layers (int), context_length (int, truncation),
-    num_embeddings (int, token-id check), device (where inputs go).
+`LensAdapter`.
 
 For a transformers model the last hidden state is already final-normed, so the last row applies only the
 unembedding to it (never the norm twice) and equals the model's own logits.
@@ -30,10 +24,7 @@ where it overflows is recomputed with a full log_softmax. With `Unembed` the log
 exp and sum read them; an adapter's `unembed` is called on token chunks of about `CHUNK_ELEMENTS` logits. Either
 way no (tokens x vocab) tensor outlives a tile or chunk. Per-text sums are accumulated in float64.
 
-Dtype: the model runs in its own dtype, the lens GEMMs too unless ``lens_dtype`` says otherwise (e.g. bf16 GEMMs
-on an fp32 model); each tile of logits is upcast to fp32 before the exp and sum, and the target logit is computed
-in fp32. bf16 logits carry bf16 rounding (~0.4% of a logit), as a bf16 model's own logits do; use fp32 for
-reference numbers.
+Dtype: the model's own, and the lens GEMMs' as `trajlab._precision` says (``lens_dtype``).
 """
 
 from __future__ import annotations
@@ -63,7 +54,14 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 @runtime_checkable
 class LensAdapter(Protocol):
-    """What `score_model` needs from a model that is not a transformers causal LM (see the module docstring)."""
+    """What `score_model` needs from a model that is not a transformers causal LM.
+
+    hidden_states(input_ids, attention_mask) -> n_layers + 1 tensors (B, T, d): the embedding output, then the
+        residual after each block; the LAST one is the residual after the final block, BEFORE the final norm.
+    unembed(h) -> logits (..., V): final norm + unembedding of (..., d).
+    Optional attributes, read when present: n_layers (int), context_length (int, the window),
+    num_embeddings (int, token-id check), device (where inputs go).
+    """
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Sequence[torch.Tensor]: ...
 
@@ -343,24 +341,13 @@ def score_model(
             of range, a bad long_texts / stride / lens_dtype, a text longer than the window with
             long_texts="error", a non-finite log-likelihood (naming the text), or a model the lens cannot read.
     """
-    texts = probe.texts if isinstance(probe, ProbeSet) else probe
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise ValueError("probe must be a ProbeSet or a list of str")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("the probe is empty: nothing to score")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    texts = _windows.checked_texts(probe.texts if isinstance(probe, ProbeSet) else probe, batch_size)
 
     hf = not isinstance(model, LensAdapter)
     if hf and not hasattr(model, "config"):
         raise ValueError(f"model must be a transformers causal LM or a LensAdapter, got {type(model).__name__}")
     src = _HFSource(model) if hf else None
-    ctx = src.context_length if hf else getattr(model, "context_length", None)
-    if max_length is not None:
-        if max_length < 2 or (ctx is not None and max_length > ctx):
-            raise ValueError(f"max_length must be in 2..{ctx or 'inf'} (the model's context), got {max_length}")
-        ctx = max_length
+    ctx = _windows.window(src.context_length if hf else getattr(model, "context_length", None), max_length)
     stride = _windows.resolved_stride(long_texts, stride, ctx)
     if lens_dtype is not None and lens_dtype not in LENS_DTYPES:
         raise ValueError(f"lens_dtype must be None or one of {', '.join(map(repr, LENS_DTYPES))}, got {lens_dtype!r}")
