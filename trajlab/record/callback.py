@@ -41,19 +41,13 @@ from trajlab.record.probes import parent_lineage, resolve_probe
 from trajlab.record.ranks import on_rank_zero, scores_across_ranks
 from trajlab.record.schedule import snapshot_steps
 from trajlab.record.settings import (
-    check_settings, checked_resume, log_map_image, snapshot_metrics, store_meta, trajectory_map,
+    MAP_FILE, SETTINGS, check_settings, checked_resume, snapshot_metrics, store_meta, trajectory_map,
 )  # fmt: skip
 from trajlab.record.writer import Writer, training_state_preserved
 from trajlab.sketch import WeightHistory, WeightSketch
 from trajlab.store import TrajectoryStore, check_comparable, is_store
 from trajlab.store.files import check_creatable
 
-MAP_FILE = "trajectory_map.png"
-# What the store's meta["config"]["callback"] records.
-SETTINGS = (
-    "probe", "n_texts", "schedule", "layers", "weights", "final", "full_every", "sketch_k", "window",
-    "long_texts", "stride", "lens_dtype", "layers_every", "parent",
-)  # fmt: skip
 
 
 class TrajectoryCallback(L.Callback):
@@ -206,9 +200,7 @@ class TrajectoryCallback(L.Callback):
         self.timings["callback_s"] += time.perf_counter() - t0
         self._maybe_snapshot(trainer, pl_module)
 
-    def _open(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, n_layers: int, order: list[int]
-    ) -> bool:
+    def _open(self, trainer: L.Trainer, pl_module: L.LightningModule, n_layers: int, order: list[int]) -> bool:
         """Rank zero: open the store (or check that it can be created at the first snapshot) and pick up what it
         holds; True if the start step needs no scoring."""
         settings = {k: getattr(self, k) for k in SETTINGS} | {"world_size": trainer.world_size}
@@ -375,15 +367,10 @@ class TrajectoryCallback(L.Callback):
     def _draw_map(self, trainer: L.Trainer, step: int) -> None:
         """PCA map of the trajectory so far: saved into the store (by the writer) and logged as an image."""
         self._drawn = len(self._rows)
-        if len(self._rows) < 3:
-            return
-        steps, ll = np.array([s for s, _ in self._rows]), np.stack([r for _, r in self._rows])
-        fig = trajectory_map(
-            steps, ll, self._probe.n_bytes, f"{self._path.parent.name or 'run'}, step {step}"
-        )
-        log_map_image(trainer.loggers, fig, step)
-        path = self._path / MAP_FILE
-        self._writer.submit(lambda: save_figure(fig, path))
+        if len(self._rows) >= 3:
+            title = f"{self._path.parent.name or 'run'}, step {step}"
+            fig = trajectory_map(self._rows, self._probe.n_bytes, title, trainer.loggers)
+            self._writer.submit(lambda: save_figure(fig, self._path / MAP_FILE))
 
     # ---- flushing and closing ----
 
@@ -392,9 +379,7 @@ class TrajectoryCallback(L.Callback):
         on_rank_zero(trainer, "writing snapshots", lambda: self._writer and self._writer.flush())
         self.timings["callback_s"] += time.perf_counter() - t0
 
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._close(quiet=True)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

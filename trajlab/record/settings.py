@@ -17,6 +17,13 @@ from trajlab.analysis.figures import map_figure
 from trajlab.store.meta import LONG_TEXTS, model_meta
 from trajlab.data.tokenizer import tokenizer_meta
 
+MAP_FILE = "trajectory_map.png"  # in the store folder
+# What the store's meta["config"]["callback"] records.
+SETTINGS = (
+    "probe", "n_texts", "schedule", "layers", "weights", "final", "full_every", "sketch_k", "window",
+    "long_texts", "stride", "lens_dtype", "layers_every", "parent",
+)  # fmt: skip
+
 
 def check_settings(
     layers: str,
@@ -115,11 +122,15 @@ def snapshot_metrics(
     return out
 
 
-def trajectory_map(steps: np.ndarray, ll: np.ndarray, n_bytes: np.ndarray, title: str):
-    """PCA map (KL units, bits/byte) of the (K, N) last-layer LL rows; line width: consecutive KL. K >= 3."""
-    return map_figure(
+def trajectory_map(rows: list[tuple[int, np.ndarray]], n_bytes: np.ndarray, title: str, loggers: list = ()):
+    """PCA map (KL units, bits/byte) of the (step, (N,) last-layer LL) rows, K >= 3; line width: consecutive KL.
+    Also logged as an image to the TensorBoard / wandb loggers among `loggers`."""
+    steps, ll = np.array([s for s, _ in rows]), np.stack([r for _, r in rows])
+    fig = map_figure(
         {"PCA": embed(ll, "pca", 2, n_bytes)}, steps, kl_paired(ll[:-1], ll[1:], n_bytes), title
     )
+    log_map_image(list(loggers), fig, steps[-1])
+    return fig
 
 
 def log_map_image(loggers: list, fig, step: int) -> None:
