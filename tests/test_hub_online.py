@@ -218,6 +218,10 @@ def trajlab_import(
 
 def offline_store(tmp_path: Path, folders: dict, revisions: dict) -> TrajectoryStore:
     hub_cache(tmp_path / "offline-cache", folders, revisions)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the subprocess imports' count (OMP_NUM_THREADS=1): fp64 sums in the same order
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the duplicate's warning
         import_checkpoints(
@@ -231,6 +235,7 @@ def offline_store(tmp_path: Path, folders: dict, revisions: dict) -> TrajectoryS
             progress=False,
             offline=True,
         )
+    torch.set_num_threads(threads)
     return TrajectoryStore.open(tmp_path / "offline")
 
 

@@ -33,16 +33,16 @@ def test_smollm2_gguf_imports_as_one_revision(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = smollm2_folder()
-    # 4 probe texts cut to 60 characters, so 31 lens rows over a 49k vocabulary score in seconds; no weight
+    # 2 probe texts per bundled domain cut to 60 characters, so 31 lens rows over a 49k vocabulary score in seconds; no weight
     # geometry (sketching 135M parameters takes longer than the rest of the test; the fake-hub tests cover it)
-    probe = ProbeSet.from_texts([t[:60] for t in ProbeSet.default(n_per_domain=2).texts], name="smollm2-4")
+    probe = ProbeSet.from_texts([t[:60] for t in ProbeSet.default(n_per_domain=2).texts], name="smollm2-short")
     result = import_checkpoints(
         folder / SMOLLM2_GGUF, None, tmp_path / "store", probe, "all", window=0, sketch_k=0, progress=False
     )
     assert result.imported == [0] and not result.failed
     store = TrajectoryStore.open(tmp_path / "store")
-    rows = store.loglik_all()[0]  # (31, 4)
-    assert rows.shape == (31, 4) and store.n_layers == 30
+    rows = store.loglik_all()[0]  # (31, N)
+    assert rows.shape == (31, len(probe)) and store.n_layers == 30
     info = store.snapshot_info(0)["info"]["checkpoint"]
     assert info["files"] == {SMOLLM2_GGUF: hashlib.sha256((folder / SMOLLM2_GGUF).read_bytes()).hexdigest()}
     assert info["format"] == "gguf" and store.meta["model"]["config"]["model_type"] == "llama"

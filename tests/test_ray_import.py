@@ -60,9 +60,11 @@ def folders(tmp_path_factory):
 @pytest.fixture
 def hub(tmp_path, folders, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the serial import's count; every Ray task sets the driver's
     hub_cache(tmp_path / "hub", folders, REVISIONS)
-    return tmp_path / "hub"
+    yield tmp_path / "hub"
+    torch.set_num_threads(threads)  # later tests run with the process's own count
 
 
 def _notes(store: TrajectoryStore, kind: str) -> list[dict]:

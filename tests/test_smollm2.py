@@ -43,5 +43,5 @@ def test_smollm2_all_layers_and_own_loss():
             loss = model(ids, labels=ids).loss.item()  # mean NLL over tokens 2..T
         n = ids.shape[1] - 1
         assert info.n_tokens[i] == n
-        assert ll[-1, i] == pytest.approx(-loss * n, abs=1e-5 * n)
+        assert ll[-1, i] == pytest.approx(-loss * n, rel=1e-5)  # fp32 sums over a 49k vocabulary
     assert (ll[-1] > ll[0]).all()  # the trained model's own output beats its embedding read through the lens
