@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trajlab.analysis.kl import as_ll, kl_unit_factor
+from trajlab.analysis.kl import as_ll, kl_paired, kl_unit_factor
 
 _CHUNK_ELEMENTS = 1 << 22  # resampled texts per block (32 MiB of int64 indices)
 
@@ -65,7 +65,7 @@ def bootstrap_kl(
         raise ValueError(f"l_a and l_b must be two (N,) vectors of equal length, got {a.shape} and {b.shape}")
     factor = kl_unit_factor(n_bytes, a.shape[1])
     d = a - b
-    estimate = float(np.var(d) / 2 * factor)
+    estimate = float(kl_paired(a, b, n_bytes)[0])  # the one KL estimate; resamples below
     boot = resampled_half_var(d, n_boot, np.random.default_rng(seed))[:, 0] * factor
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return estimate, float(lo), float(hi)
@@ -108,7 +108,7 @@ def bootstrap_order(
     both = np.vstack([s, g])
     d = a[both[:, 0]] - a[both[:, 1]]  # (P, N)
     factor = kl_unit_factor(n_bytes, a.shape[1])
-    full = d.var(axis=1) / 2 * factor
+    full = kl_paired(a[both[:, 0]], a[both[:, 1]], n_bytes)  # (P,) the one KL estimate
     boot = resampled_half_var(d, n_boot, np.random.default_rng(seed)) * factor  # (n_boot, P)
     diff_boot = boot[:, len(s) :].mean(axis=1) - boot[:, : len(s)].mean(axis=1)
     lo, hi = np.quantile(diff_boot, [(1 - level) / 2, (1 + level) / 2])
