@@ -70,7 +70,7 @@ class Design:
     lag_fraction: float = 0.0075  # partner snapshots this share of the run after the grid points near the targets
     seeds: tuple[int, ...] = (0, 1, 2)
     sizes: tuple[str, ...] = ("micro", "small")
-    layers_every: int = 5  # seed-0 tiny: every lens layer at every 5th snapshot (when the callback supports it)
+    layers_every: int = 5  # seed-0 tiny: every lens layer at every 5th snapshot, the last layer at the others
     spiral_n_null: int = 200
     spiral_n_null_tsne: int = 40
     n_boot: int = 1000
@@ -128,17 +128,13 @@ def dense_schedule(d: Design) -> list[int]:
 
 def config(d: Design, run: Run, out: Path, probe: Path) -> Path:
     """The run's recipe: configs/pretrain_tiny.yaml with the design's settings."""
-    import inspect
-
-    from trajlab.callback import TrajectoryCallback
-
     cfg = yaml.safe_load((ROOT / "configs" / "pretrain_tiny.yaml").read_text())
     ft = run.parent is not None
     steps = d.ft_steps if ft else d.steps
     dense = run.name == f"A-tiny-s{d.seeds[0]}"
     callback = {"probe": "parent" if ft else str(probe), "schedule": dense_schedule(d) if dense else [0, steps],
                 "layers": "all", "weights": "sketch" if dense else "none"}
-    if dense and "layers_every" in inspect.signature(TrajectoryCallback).parameters:
+    if dense:
         callback["layers_every"] = d.layers_every
     for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"].endswith("TrajectoryCallback"):
@@ -196,6 +192,20 @@ def longest_probe_tokens(out: Path, d: Design) -> dict[str, int]:
     return longest
 
 
+def machine() -> str:
+    """'N CPU cores (model), torch T threads' for results.json and the doc."""
+    import platform
+
+    import torch
+
+    model = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                      if ln.startswith("model name")), model)
+    return f"{os.cpu_count()} CPU cores ({model}), torch {torch.get_num_threads()} threads"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/reproduce_toy", help="output folder (finished runs in it are reused)")
@@ -218,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results["report"] = str(write_report([out], out / "report", tsne=True))
     results["wall_s"] = round(time.perf_counter() - t0, 1)
+    results["machine"], results["out"] = machine(), str(out)
     results["command"] = "python scripts/reproduce_toy.py " + " ".join(sys.argv[1:] if argv is None else argv)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     for o in results["orderings"]:

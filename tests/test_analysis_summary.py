@@ -118,7 +118,6 @@ def test_files_written(result):
         "map_seed2.png",
         "diffusion_seed2.png",
         "map_ft.png",
-        "diffusion_ft.png",
         "map_all.png",
     }
     assert {p.name for p in out.iterdir()} == names
@@ -287,3 +286,5 @@ def test_threads_use_the_snapshots_holding_every_layer(stores, tmp_path):
 def test_too_short_runs_say_why_they_have_no_exponent(result):
     notes = result[0]["runs"]["ft"]["notes"]  # 3 snapshots: no start has a full window of 10
     assert any("diffusion: no start at or after step 1 has a full window of 10" in n for n in notes)
+    assert result[0]["runs"]["ft"]["figures"] == ["map_ft.png"]  # no diffusion figure of empty axes
+    assert "diffusion_base.png" in result[0]["runs"]["base"]["figures"]

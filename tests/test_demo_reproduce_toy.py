@@ -77,3 +77,23 @@ def test_each_ordering_equals_a_direct_recomputation(quick):
     for group in res["table"]:
         for p in group["pairs"]:
             assert p["kl"] == pytest.approx(kl_bits_per_byte(row(p["a"]), row(p["b"]), n_bytes), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_the_doc_states_the_results_numbers(quick, tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from reproduce_toy_findings import write_doc
+
+    _, res = quick
+    doc = write_doc(res, tmp_path / "docs" / "reproduction.md").read_text()
+    assert f"Wall time: {res['wall_s']:.0f} s" in doc and res["command"] in doc
+    for group in res["table"]:
+        assert f"| {group['quantity']} | {group['mean']:.4g} | {group['median']:.4g} |" in doc
+    for o in res["orderings"]:
+        verdict = "holds" if o["holds"] else "does not hold"
+        line = next(ln for ln in doc.splitlines() if ln.startswith(f"- **{verdict}**: {o['name']}: "))
+        assert f"[{o['lo']:.3g}, {o['hi']:.3g}]" in line
+        assert ("p < " in line) if o["p_value"] == 0 else (f"p = {o['p_value']:.3g}" in line)
+    images = [ln.split("(")[1].rstrip(")") for ln in doc.splitlines() if ln.startswith("![")]
+    assert "reproduction/map_A-tiny-s0.png" in images
+    assert all((tmp_path / "docs" / im).read_bytes()[:4] == b"\x89PNG" for im in images)

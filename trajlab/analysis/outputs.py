@@ -95,7 +95,8 @@ def _write_figures(out: Path, summary: dict, arrays: dict, names: list[str], win
                     **rec["diffusion"]["weight"],
                 }
             )
-        figs.append((f"diffusion_{stem}.png", diffusion_figure(panels, name)))
+        if any(p["fits_used"]["n"] for p in panels):  # no figure of empty axes (too few snapshots to fit)
+            figs.append((f"diffusion_{stem}.png", diffusion_figure(panels, name)))
         rec["figures"] = [f for f, _ in figs]
         for fname, fig in figs:
             save_figure(fig, out / fname)
