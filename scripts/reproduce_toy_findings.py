@@ -145,8 +145,8 @@ def write_doc(results: dict, path: Path) -> Path:
         "Written by `scripts/reproduce_toy.py --write-doc` from one run; do not edit by hand.",
         "",
         f"Command: `{results['command']}`  ",
-        f"Wall time: {results['wall_s']:.0f} s ({results['wall_s'] / 60:.0f} min) on {results.get('machine', 'this machine')};"
-        f" {trained} of {len(hp['runs'])} runs trained in this invocation"
+        f"Wall time: {results['wall_s']:.0f} s ({results['wall_s'] / 60:.0f} min) on"
+        f" {results.get('machine', 'this machine')}; {trained} of {len(hp['runs'])} runs trained in this invocation"
         + (f" (the others reused from {results['out']})" if trained < len(hp["runs"]) else "") + ".",
         "",
         f"Design: {len(hp['runs'])} runs; {hp['steps']} pretraining steps of {hp['batch_size']} x {hp['seq_len']}"
@@ -158,6 +158,7 @@ def write_doc(results: dict, path: Path) -> Path:
         " paper |",
         "|---|---|---|---|---|---|",
     ]
+
     def spread(r: dict) -> str:  # one pair: its 95% text-bootstrap interval; several: the range of their KLs
         ps = r["pairs"]
         if len(ps) == 1:
@@ -166,6 +167,12 @@ def write_doc(results: dict, path: Path) -> Path:
 
     lines += [f"| {r['quantity']} | {r['mean']:.4g} | {r['median']:.4g} | {spread(r)} | {r['n_pairs']} |"
               f" {r['paper']} |" for r in results["table"]]
+    cp = results["consecutive_pairs"]
+    lines += ["", f"Paper: Kishino et al., v1 tables (Pythia-410M, 143k steps). Consecutive pairs keep the paper's"
+              f" fixed lag: {cp['lag']} steps = {cp['lag'] / cp['max_steps']:.2%} of the run (paper: 1000 of 143000"
+              f" = {1000 / 143000:.2%}), at the first snapshot after warm-up at or after 7%, 35% and 70% of"
+              " training (the paper's 10k, 50k and 100k of 143k). Random pairs: final models with different lineage"
+              " roots."]
     held = sum(o["holds"] for o in results["orderings"])
     lines += ["", "## Orderings", "",
               "Paired bootstrap over the probe texts (the exponent ordering: over start snapshots); an ordering holds"

@@ -48,15 +48,20 @@ def _curves_figure(curves: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    # One colour per run (train loss: line; val loss: dots), the legend beside the axes so many runs stay legible.
+    fig = Figure(figsize=(8.0, max(3.6, 0.22 * len(curves) + 1.0)), layout="constrained")
     ax = fig.add_subplot()
-    for run, c in curves.items():
-        for key, style in (("train_loss", "-"), ("val_loss", "o-")):
-            if c[key]:
-                steps, losses = zip(*c[key], strict=True)
-                ax.plot(steps, losses, style, ms=3, label=f"{run} {key.replace('_', ' ')}")
-    ax.set(xlabel="optimizer step", ylabel="loss (nats/token)", title="training curves")
-    ax.legend(fontsize=7)
+    colours = matplotlib.colormaps["tab20"].colors
+    for i, (run, c) in enumerate(curves.items()):
+        colour = colours[i % len(colours)]
+        if c["train_loss"]:
+            ax.plot(*zip(*c["train_loss"], strict=True), "-", color=colour, lw=1, label=run)
+        if c["val_loss"]:
+            ax.plot(*zip(*c["val_loss"], strict=True), "o", color=colour, ms=4,
+                    label=None if c["train_loss"] else run)
+    ax.set(xlabel="optimizer step", ylabel="loss (nats/token)",
+           title="training curves (lines: train loss, dots: validation loss)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.savefig(path, dpi=110)
 
 
