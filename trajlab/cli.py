@@ -18,6 +18,8 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # name -> (module, function): each function takes argv (list[str]) and returns an exit code.
 TOOL_SUBCOMMANDS = {
     "import": ("trajlab.hub.importer", "import_main"),
+    "quantize": ("trajlab.hub.quantize", "quantize_main"),
+    "probe": ("trajlab.data.probe_build", "probe_main"),
     "merge": ("trajlab.store.merge", "merge_main"),
     "analyze": ("trajlab.report.commands", "analyze_main"),
     "report": ("trajlab.report.commands", "report_main"),

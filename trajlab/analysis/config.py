@@ -18,10 +18,13 @@ class AnalysisConfig:
 
     n_bytes_units: bool = True
     """KL in bits per byte (True) or nats per text (False)."""
-    clip_quantile: float | None = None
-    """Clip LL from below at this pooled quantile (paper: 0.02); None: no clipping."""
-    drop_jump_fraction: float | None = None
-    """Drop this fraction of texts with the largest consecutive-snapshot jumps (paper: 0.03); None: none."""
+    clip_quantile: float | None = 0.02
+    """Clip pretraining LL from below at this quantile over all vectors of all runs of the comparison (the
+    paper's code: 0.02); None: no clipping. Fine-tunes, quantized copies and layer rows are never clipped."""
+    jump_drop: float | None = 0.03
+    """Drop this fraction of texts with the largest |delta l| over all post-warm-up consecutive pairs of the
+    comparison's pretraining runs, after clipping, and recompute B on the rest (the paper's code: 0.03); None:
+    keep every text. `drop_jump_fraction` is accepted as its older name."""
     jumps_after_warmup: bool = True
     """Rank jumps over each run's snapshots at steps >= its warmup_steps only (the paper's choice)."""
     assumed_warmup_fraction: float = 0.01
@@ -56,6 +59,18 @@ class AnalysisConfig:
     """At most this many random pairs (different roots) in the fine-tuned vs base table."""
     max_nats_per_token: float = 1.0
     """Pairs above this KL per scored token are flagged as beyond the estimator's checked range (kl.py)."""
+    exclude_flagged: bool = True
+    """Leave flagged pairs (above max_nats_per_token) out of every ordering, with the count left out."""
+    warmup_step: int | None = None
+    """Take warm-up as ending at this step for every store (kishino2025: 2000); None: each store's own."""
+    fits_min_step: int | None = None
+    """Diffusion fits start at every snapshot >= this step (kishino2025: 1000), instead of after warm-up."""
+    scale_intervals: int | None = None
+    """Early / Later consecutive intervals per run on the KL scale (the paper: 50); None: min(50, half)."""
+    exclude: tuple[str, ...] = ()
+    """Stores ("run") or snapshots ("run@step") left out of the analysis, each named in the notes."""
+    preset_name: str | None = None
+    """The preset these options came from (AnalysisConfig.preset), or None."""
     seed: int = 0
     """Seed of every null, bootstrap and random-pair draw."""
 
@@ -75,6 +90,14 @@ class AnalysisConfig:
             raise ValueError(
                 f"assumed_warmup_fraction must be in [0, 1), got {self.assumed_warmup_fraction!r}"
             )
+        for name in ("clip_quantile", "jump_drop"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < 1:
+                raise ValueError(f"analysis option {name} must be in [0, 1) or None, got {v!r}")
+        for name in ("warmup_step", "fits_min_step", "scale_intervals"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"analysis option {name} must be a non-negative integer or None, got {v!r}")
         if not 0 < self.level < 1:
             raise ValueError(f"analysis option level must be in (0, 1), got {self.level!r}")
         if not 0 < self.lag_fraction < 1 or not all(0 <= f <= 1 for f in self.target_fractions):
@@ -83,8 +106,29 @@ class AnalysisConfig:
                 f"{self.target_fractions!r}"
             )
 
+    @property
+    def drop_jump_fraction(self) -> float | None:
+        """The older name of jump_drop."""
+        return self.jump_drop
+
+    @classmethod
+    def preset(cls, name: str, **options) -> AnalysisConfig:
+        """Returns the options of a named convention set, with options changed on top.
+
+        "kishino2025": the authors' released code (shimo-lab/modelmap, kl-scale/) where it differs from the
+        paper's text or from trajlab's defaults; each field is listed in docs/analysis.md with the code it
+        follows.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown analysis preset {name!r}; known: {sorted(PRESETS)}")
+        return cls().replace(**PRESETS[name], preset_name=name).replace(**options)
+
     def replace(self, **options) -> AnalysisConfig:
         """Returns a copy with options changed; refuses unknown names with the list of known ones."""
+        if "drop_jump_fraction" in options:
+            options["jump_drop"] = options.pop("drop_jump_fraction")
+        if "exclude" in options and options["exclude"] is not None:
+            options["exclude"] = tuple(str(x) for x in options["exclude"])
         known = {f.name for f in dataclasses.fields(self)}
         if unknown := sorted(set(options) - known):
             raise ValueError(f"unknown analysis option(s) {unknown}; known: {sorted(known)}")
@@ -92,6 +136,25 @@ class AnalysisConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# The authors' code (kl-scale/), where it differs from the paper's text: warm-up taken as step 2000, the first
+# and last 50 thousand-step intervals as Early / Later, fits from every checkpoint >= 1000, and the checkpoints
+# they exclude as anomalous (1b@116000; the runs 410m-seed3 and 410m-seed4).
+PRESETS: dict[str, dict] = {
+    "kishino2025": {
+        "clip_quantile": 0.02,
+        "jump_drop": 0.03,
+        "jumps_after_warmup": True,
+        "warmup_step": 2000,
+        "fits_after_warmup": False,
+        "fits_min_step": 1000,
+        "full_windows": True,
+        "window": 10,
+        "scale_intervals": 50,
+        "exclude": ("pythia-1b@116000", "pythia-410m-seed3", "pythia-410m-seed4"),
+    }
+}
 
 
 def tsne_perplexity(k: int, perplexity: float | None = None) -> float:

@@ -178,14 +178,15 @@ def prepare(
 ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | None, np.ndarray]:
     """Returns the LL matrix cleaned with the papers' optional steps (both off by default).
 
-    Steps, in this order:
-      1. drop_jump_fraction (paper: 0.03): drop that fraction of texts with the largest jump
-         max_k |l_{k+1} - l_k| between consecutive snapshots (within each trajectory), over the rows that
-         jump_rows selects (the paper: each run's snapshots after warm-up). The mean bytes per text B is then
-         recomputed on the kept texts by kl_matrix, since the returned n_bytes holds only the kept texts.
-      2. clip_quantile (paper: 0.02): clip LL from below at that quantile of all (kept) values, pooled over
-         all trajectories, so one threshold holds everywhere. -inf values are allowed only if clipping removes
-         them.
+    Steps, in the order of the authors' code (kl-scale/):
+      1. clip_quantile (0.02): clip LL from below at that quantile of all values of all given matrices, pooled
+         over all trajectories, so one threshold holds everywhere. -inf values are allowed only if clipping
+         removes them.
+      2. drop_jump_fraction (0.03): drop that fraction of texts with the largest jump
+         max_k |l_{k+1} - l_k| between consecutive snapshots (within each trajectory, after clipping), over
+         the rows that jump_rows selects (the paper: each run's snapshots after warm-up). The mean bytes per
+         text B is then recomputed on the kept texts by kl_matrix, since the returned n_bytes holds only the
+         kept texts.
 
     Args:
         ll: (K, N) LL array, or a list of (K_i, N) arrays (several trajectories over the same N texts, which
@@ -212,6 +213,15 @@ def prepare(
             raise ValueError("LL contains NaN or +inf; log-likelihoods must be finite or -inf")
     if n_bytes is not None:
         kl_unit_factor(n_bytes, n)  # validates shape and positivity
+    if clip_quantile is not None:  # first, over all values of all matrices (the authors' code)
+        if not 0.0 < clip_quantile < 1.0:
+            raise ValueError(f"clip_quantile must be in (0, 1), got {clip_quantile}")
+        floor = np.quantile(np.concatenate([m.ravel() for m in mats]), clip_quantile)
+        if not np.isfinite(floor):
+            raise ValueError(
+                f"more than {clip_quantile:.0%} of LL values are -inf; cannot clip to a finite floor"
+            )
+        mats = [np.maximum(m, floor) for m in mats]
     kept = np.ones(n, dtype=bool)
     if drop_jump_fraction is not None:
         if not 0.0 <= drop_jump_fraction < 1.0:
@@ -240,14 +250,5 @@ def prepare(
             raise ValueError(f"drop_jump_fraction={drop_jump_fraction} would leave fewer than 2 of {n} texts")
         kept[np.argsort(jumps, kind="stable")[n - n_drop :]] = False
     mats = [m[:, kept] for m in mats]
-    if clip_quantile is not None:
-        if not 0.0 < clip_quantile < 1.0:
-            raise ValueError(f"clip_quantile must be in (0, 1), got {clip_quantile}")
-        floor = np.quantile(np.concatenate([m.ravel() for m in mats]), clip_quantile)
-        if not np.isfinite(floor):
-            raise ValueError(
-                f"more than {clip_quantile:.0%} of LL values are -inf; cannot clip to a finite floor"
-            )
-        mats = [np.maximum(m, floor) for m in mats]
     nb = None if n_bytes is None else np.asarray(n_bytes)[kept]
     return (mats[0] if single else mats), nb, kept

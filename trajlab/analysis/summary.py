@@ -16,13 +16,15 @@ from trajlab.analysis.bootstrap import bootstrap_exponent_order
 from trajlab.analysis.calibrate import spiral_test, thread_test
 from trajlab.analysis.config import AnalysisConfig
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
+from trajlab.analysis.findings import findings
 from trajlab.analysis.kl import kl_matrix, kl_paired, kl_unit_factor, prepare
 from trajlab.analysis.maps import joint_maps
 from trajlab.analysis.outputs import write_summary
-from trajlab.analysis.pairs import mean_tokens, resolve_schedule, root_of
+from trajlab.analysis.pairs import has_parent, mean_tokens, resolve_schedule, root_of
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base, lineage_pairs
 from trajlab.analysis.threads import layer_map, layer_threads
 
+TSNE_MIN_SNAPSHOTS = 10
 SPIRAL_KEYS = (
     "winding_turns",
     "null_mean",
@@ -33,6 +35,12 @@ SPIRAL_KEYS = (
     "min_p",
     "perplexity",
     "seed",
+    "null",
+    "p_more",
+    "p_less",
+    "null_q05",
+    "verdict",
+    "n_left_out",
 )
 
 
@@ -82,7 +90,60 @@ def _domains(stores: list, kept: np.ndarray) -> list[str] | None:
 
 
 def _warmup(store, cfg: AnalysisConfig) -> dict:
-    return resolve_schedule(store.meta, np.asarray(store.steps), cfg.assumed_warmup_fraction)
+    sched = resolve_schedule(store.meta, np.asarray(store.steps), cfg.assumed_warmup_fraction)
+    if cfg.warmup_step is not None:
+        sched["warmup_steps"] = int(cfg.warmup_step)
+    return sched
+
+
+def _matches(name: str, meta: dict, pattern: str) -> bool:
+    """True when a store's run name (or its repo id) is `pattern` or ends with '/pattern'."""
+    ids = [name, str(meta.get("run") or ""), str((meta.get("source") or {}).get("repo") or "")]
+    return any(i == pattern or i.endswith("/" + pattern) for i in ids if i)
+
+
+class _Excluded:
+    """A read view of a store without some snapshots (AnalysisConfig.exclude "run@step")."""
+
+    def __init__(self, store, steps: set[int]):
+        self._s, self._drop = store, steps
+        all_steps = np.asarray(store.steps, dtype=np.int64)
+        self._keep = ~np.isin(all_steps, sorted(steps))
+        self.steps = all_steps[self._keep]
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+    def loglik(self, *args, **kw):
+        return np.asarray(self._s.loglik(*args, **kw))[self._keep]
+
+    def loglik_all(self, steps=None):
+        return self._s.loglik_all(steps=self.steps if steps is None else steps)
+
+    def full_layer_steps(self):
+        return [int(x) for x in self._s.full_layer_steps() if int(x) not in self._drop]
+
+
+def _apply_exclusions(stores: list, cfg: AnalysisConfig, notes: list[str]) -> list:
+    """Returns the stores without the runs and snapshots cfg.exclude names, each exclusion noted."""
+    if not cfg.exclude:
+        return stores
+    kept = []
+    for s in stores:
+        name = str(s.meta.get("run") or Path(s.path).stem)
+        runs = [e for e in cfg.exclude if "@" not in e and _matches(name, s.meta, e)]
+        if runs:
+            notes.append(f"excluded run {name} ({runs[0]}; {cfg.preset_name or 'exclude option'})")
+            continue
+        drop = {int(e.split("@")[1]) for e in cfg.exclude if "@" in e and _matches(name, s.meta, e.split("@")[0])}
+        drop &= {int(x) for x in s.steps}
+        if drop:
+            notes.append(
+                f"excluded snapshot(s) {sorted(drop)} of {name} ({cfg.preset_name or 'exclude option'})"
+            )
+            s = _Excluded(s, drop)
+        kept.append(s)
+    return kept
 
 
 def _weight_space(store, window: int, notes: list[str], fit_kw: dict) -> dict | None:
@@ -149,8 +210,22 @@ def _fits_used(fits: np.ndarray, window: int, fit_kw: dict) -> dict:
     }
 
 
-def _spirals(ll: np.ndarray, n_bytes: np.ndarray | None, cfg: AnalysisConfig, notes: list[str]) -> dict:
-    """Returns {method: {"coords", "spiral"}} for the PCA (and t-SNE) maps, each spiral tested by its null."""
+def _spirals(
+    ll: np.ndarray,
+    n_bytes: np.ndarray | None,
+    cfg: AnalysisConfig,
+    notes: list[str],
+    steps: np.ndarray,
+    warmup: int,
+) -> dict:
+    """Returns {method: {"coords", "spiral"}} for the PCA (and t-SNE) maps, each spiral tested by its null.
+
+    The spiral null is the sign-flip walk (random signs on the observed increments); snapshots before
+    warm-up are left out of the test. t-SNE is drawn and tested only from TSNE_MIN_SNAPSHOTS snapshots on.
+    """
+    if np.count_nonzero(steps >= warmup) < 3:
+        notes.append(f"maps: need at least 3 snapshots after warm-up, store has {len(ll)} in all")
+        return {}
     if len(ll) < 3:
         notes.append(f"maps: need at least 3 snapshots, store has {len(ll)}")
         return {}
@@ -158,23 +233,42 @@ def _spirals(ll: np.ndarray, n_bytes: np.ndarray | None, cfg: AnalysisConfig, no
     for method, n_null in (("pca", cfg.spiral_n_null), ("tsne", cfg.spiral_n_null_tsne)):
         if method == "tsne" and not cfg.tsne:
             continue
-        test = spiral_test(ll, method, n_null, cfg.seed, n_bytes, perplexity=cfg.tsne_perplexity)
-        maps[method] = {"coords": test["xy"], "spiral": {k: test[k] for k in SPIRAL_KEYS}}
+        if method == "tsne" and np.count_nonzero(steps >= warmup) < TSNE_MIN_SNAPSHOTS:
+            notes.append(
+                f"t-SNE map not drawn: fewer than {TSNE_MIN_SNAPSHOTS} snapshots after warm-up (t-SNE needs "
+                "perplexity well below the number of points to mean anything)"
+            )
+            continue
+        test = spiral_test(
+            ll, method, n_null, cfg.seed, n_bytes, perplexity=cfg.tsne_perplexity, steps=steps,
+            warmup_steps=warmup,
+        )
+        maps[method] = {"coords": test["xy"], "spiral": {k: test.get(k) for k in SPIRAL_KEYS}}
     return maps
 
 
 def _store_summary(
-    store, name: str, ll: np.ndarray, n_bytes: np.ndarray | None, kept: np.ndarray, cfg: AnalysisConfig
+    store,
+    name: str,
+    ll: np.ndarray,
+    n_bytes: np.ndarray | None,
+    kept: np.ndarray,
+    cfg: AnalysisConfig,
+    ll_map: np.ndarray,
 ) -> tuple[dict, dict]:
-    """Returns (JSON record, arrays kept for figures) of one store."""
+    """Returns (JSON record, arrays kept for figures) of one store; ll_map (unclipped) draws the maps."""
     steps = np.asarray(store.steps, dtype=np.int64)
     meta = store.meta
     notes: list[str] = []
     sched = _warmup(store, cfg)
     warmup = sched["warmup_steps"]
-    if meta.get("warmup_steps") is None and (cfg.fits_after_warmup or cfg.jumps_after_warmup):
+    trajectory = len(steps) > 1  # one-snapshot stores get no trajectory notes (maps, fits, warm-up)
+    if trajectory and meta.get("warmup_steps") is None and cfg.warmup_step is None and (
+        cfg.fits_after_warmup or cfg.jumps_after_warmup
+    ):
         notes.append(f"warmup_steps not recorded: the first {warmup} steps are assumed to be warm-up")
-    fit_kw = {"min_t0": warmup if cfg.fits_after_warmup else None, "full_window": cfg.full_windows}
+    min_t0 = cfg.fits_min_step if cfg.fits_min_step is not None else (warmup if cfg.fits_after_warmup else None)
+    fit_kw = {"min_t0": min_t0, "full_window": cfg.full_windows}
     kl, se = kl_matrix(ll, n_bytes, return_se=True)
     rec = {
         "run": name,
@@ -191,7 +285,7 @@ def _store_summary(
         "consecutive_se": np.diagonal(se, 1),
         "kl_to_first": kl[0],
         "kl_to_parent": None,
-        "maps": _spirals(ll, n_bytes, cfg, notes),
+        "maps": _spirals(ll_map, n_bytes, cfg, notes, steps, warmup) if trajectory else {},
         "layer_threads": None,
         "diffusion": {},
         "exponent_order": None,
@@ -207,7 +301,7 @@ def _store_summary(
             "coords": layer_map(layers, 2, n_bytes),
         }
     ll_fits = diffusion_exponents(kl, steps, cfg.window, **fit_kw)
-    if len(ll_fits) == 0:
+    if len(ll_fits) == 0 and trajectory:
         after = int(np.count_nonzero(steps >= (fit_kw["min_t0"] or 0)))
         notes.append(
             f"diffusion: no start at or after step {fit_kw['min_t0']} has "
@@ -220,7 +314,7 @@ def _store_summary(
         "fits_used": _fits_used(ll_fits, cfg.window, fit_kw),
         "summary": summarize_exponents(ll_fits, cfg.n_boot, cfg.seed, cfg.level),
     }
-    weight = _weight_space(store, cfg.window, notes, fit_kw)
+    weight = _weight_space(store, cfg.window, notes, fit_kw) if trajectory else None
     if weight is not None:
         rec["diffusion"]["weight"] = {
             "source": weight["source"],
@@ -230,8 +324,8 @@ def _store_summary(
             "summary": summarize_exponents(weight["fits"], cfg.n_boot, cfg.seed, cfg.level),
         }
         rec["exponent_order"] = bootstrap_exponent_order(
-            ll_fits, weight["fits"], cfg.n_boot, cfg.seed, cfg.level
-        )  # c_LL < c_W: diff = median c_W - median c_LL
+            ll_fits, weight["fits"], cfg.n_boot, cfg.seed, cfg.level, block=cfg.window
+        )  # c_LL < c_W: diff = median c_W - median c_LL; moving blocks of `window` start points
     return rec, {"kl": kl, "weight": weight}
 
 
@@ -277,18 +371,116 @@ def _finetune_summary(
         n_boot=cfg.n_boot,
         level=cfg.level,
     )
-    to_nats = 1.0 / kl_unit_factor(n_bytes, n)
-    flags = []
-    for (a, b), v in zip(pairs, out["pair_kl"], strict=True):
-        known = [tk for tk in (tokens[a], tokens[b]) if tk]
-        flags.append(bool(v * to_nats / np.mean(known) > cfg.max_nats_per_token) if known else None)
+    factor = kl_unit_factor(n_bytes, n)
+
+    def flagged(index_pairs, kls) -> list[bool | None]:
+        flags = []
+        for (i, j), v in zip(index_pairs, kls, strict=True):
+            known = [tk for tk in (tokens[i], tokens[j]) if tk]
+            flags.append(bool(v / factor / np.mean(known) > cfg.max_nats_per_token) if known else None)
+        return flags
+
+    flags = flagged(pairs, out["pair_kl"])
+    random_pairs = [tuple(int(x) for x in p) for p in out["random_pairs"]]
+    random_kl = kl_paired(np.stack(rows)[[i for i, _ in random_pairs]],
+                          np.stack(rows)[[j for _, j in random_pairs]], n_bytes)
+    random_flags = flagged(random_pairs, random_kl)
+    out["order_runs"] = _pairs_order(
+        rows, pairs, out["pair_kl"], flags, random_pairs, random_kl, random_flags, factor, cfg
+    )
     return {
         **out,
         "models": labels,
         "roots": roots,
         "pair_labels": [(labels[a], labels[b]) for a, b in pairs],
         "beyond_checked_range": flags,
+        "random_beyond_checked_range": random_flags,
     }
+
+
+def _pairs_order(rows, pairs, pair_kl, flags, random_pairs, random_kl, random_flags, factor, cfg) -> dict:
+    """Returns order_test of fine-tune pair KLs < random pair KLs with pairs of runs as units.
+
+    Flagged pairs (beyond max_nats_per_token) are left out when cfg.exclude_flagged. With at most 100 pairs
+    in all, each unit carries its per-text differences (the interval resamples pairs, then texts).
+    """
+
+    def units(index_pairs, kls, fl):
+        keep = [k for k, f in enumerate(fl) if not (cfg.exclude_flagged and f)]
+        if len(pairs) + len(random_pairs) > 100:
+            return [float(kls[k]) for k in keep], len(fl) - len(keep)
+        return [
+            {"kl": float(kls[k]), "d": rows[index_pairs[k][0]] - rows[index_pairs[k][1]], "factor": factor}
+            for k in keep
+        ], len(fl) - len(keep)
+
+    from trajlab.analysis.bootstrap import order_test  # TODO(lead): top-level once bootstrap.py has it
+
+    small, left_small = units(pairs, pair_kl, flags)
+    large, left_large = units(random_pairs, random_kl, random_flags)
+    if not small or not large:
+        return {"holds": False, "reason": "every pair of one side is flagged beyond the checked range",
+                "n_left_out": left_small + left_large, "n_units": [len(small), len(large)]}
+    res = order_test(small, large, seed=cfg.seed, level=cfg.level)
+    res["n_left_out"] = left_small + left_large
+    res["note"] = "random pairs share runs, so they are not independent units (as in the paper's Table 2)"
+    return res
+
+
+def is_pretraining(meta: dict) -> bool:
+    """True for a pretraining run: no lineage parent and not a quantized copy (the paper clips only those)."""
+    return not has_parent(meta) and not meta.get("quantization")
+
+
+def _handled(stores: list, lls: list[np.ndarray], n_bytes: np.ndarray, cfg: AnalysisConfig, notes: list[str]):
+    """Returns (lls, kept n_bytes, kept mask, record) after the paper's outlier handling.
+
+    As the authors' code: the pretraining runs' LL are clipped from below at the clip_quantile of all their
+    values; each text is scored by its largest |delta l| over all post-warm-up consecutive snapshots of those
+    runs (after clipping), and the top jump_drop of texts are dropped from every store; B is recomputed on the
+    rest. Fine-tunes and quantized copies are not clipped (their texts are dropped alike).
+    """
+    pre = [i for i, s in enumerate(stores) if is_pretraining(s.meta)]
+    rows = [np.asarray(s.steps) >= _warmup(s, cfg)["warmup_steps"] for s in stores]
+    if not cfg.jumps_after_warmup:
+        rows = [np.ones(len(r), dtype=bool) for r in rows]
+    drop = cfg.jump_drop
+    if drop is not None and not any(rows[i].sum() >= 2 for i in pre):
+        if drop > 0 and any(len(s.steps) > 1 for s in stores):
+            notes.append("outliers: no pretraining run has 2 snapshots after warm-up; no texts dropped")
+        drop = None
+    kept = np.ones(len(n_bytes), dtype=bool)
+    if pre:
+        cleaned, _, kept = prepare(
+            [lls[i] for i in pre],
+            n_bytes,
+            clip_quantile=cfg.clip_quantile,
+            drop_jump_fraction=drop,
+            jump_rows=[rows[i] for i in pre],
+        )
+        by_index = dict(zip(pre, cleaned, strict=True))
+        lls = [by_index[i] if i in by_index else ll[:, kept] for i, ll in enumerate(lls)]
+    record = {
+        "clip_quantile": cfg.clip_quantile,
+        "jump_drop": drop,
+        "clipped_runs": [str(stores[i].meta.get("run") or Path(stores[i].path).stem) for i in pre],
+        "n_dropped": int((~kept).sum()),
+        "dropped": np.flatnonzero(~kept).tolist(),
+        "dropped_domains": None,
+        "rule": "clip at the pooled quantile of the pretraining runs, then drop the texts with the largest "
+        "post-warm-up consecutive jump; B recomputed on the kept texts (the authors' code)",
+    }
+    return lls, np.asarray(n_bytes)[kept], kept, record
+
+
+def _add_raw(rows: list[dict], stores: list, names: list[str], raw: list[np.ndarray], n_bytes, cfg) -> None:
+    """Adds kl_raw_bits_per_byte / kl_raw_nats: each comparison pair on all texts, unclipped (side by side)."""
+    index = {n: (np.asarray(s.steps, dtype=np.int64), ll) for s, n, ll in zip(stores, names, raw, strict=True)}
+    for r in rows:
+        (sa, la), (sb, lb) = index[r["a"]], index[r["b"]]
+        a, b = la[np.flatnonzero(sa == r["step_a"])[0]], lb[np.flatnonzero(sb == r["step_b"])[0]]
+        r["kl_raw_nats"] = float(kl_paired(a, b)[0])
+        r["kl_raw_bits_per_byte"] = float(kl_paired(a, b, n_bytes)[0]) if cfg.n_bytes_units else None
 
 
 def _kl_to_parent(runs: dict, trajs: list[Trajectory], nb: np.ndarray | None) -> None:
@@ -333,36 +525,34 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
     if options.get("at_steps") is not None:
         options["at_steps"] = tuple(int(s) for s in options["at_steps"])
     cfg = (config or AnalysisConfig()).replace(**options)
-    stores = list(stores)
+    notes: list[str] = []
+    stores = _apply_exclusions(list(stores), cfg, notes)
     lls, all_bytes = _loaded(stores)
     names = _run_names(stores)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {out} exists and is not a folder; pass a folder path")
     metas = [s.meta for s in stores]
-    jump_rows = None
-    if cfg.jumps_after_warmup:
-        jump_rows = [np.asarray(s.steps) >= _warmup(s, cfg)["warmup_steps"] for s in stores]
-    lls, kept_bytes, kept = prepare(
-        lls,
-        all_bytes,
-        clip_quantile=cfg.clip_quantile,
-        drop_jump_fraction=cfg.drop_jump_fraction,
-        jump_rows=jump_rows,
-    )
+    raw_lls = lls
+    lls, kept_bytes, kept, outliers = _handled(stores, lls, all_bytes, cfg, notes)
     nb = kept_bytes if cfg.n_bytes_units else None
     units = "bits/byte" if cfg.n_bytes_units else "nats/text"
     runs, arrays = {}, {}
-    for store, name, ll in zip(stores, names, lls, strict=True):
-        runs[name], arrays[name] = _store_summary(store, name, ll, nb, kept, cfg)
+    unclipped = [ll[:, kept] for ll in raw_lls]  # the maps use unclipped values (the authors' code)
+    for store, name, ll, ll_map in zip(stores, names, lls, unclipped, strict=True):
+        runs[name], arrays[name] = _store_summary(store, name, ll, nb, kept, cfg, ll_map)
     trajs = [
         Trajectory(n, np.asarray(s.steps, dtype=np.int64), ll, _restricted_meta(m, kept))
         for s, n, ll, m in zip(stores, names, lls, metas, strict=True)
     ]
     _kl_to_parent(runs, trajs, nb)
-    notes: list[str] = []
     domains = _domains(stores, kept)
+    all_domains = _domains(stores, np.ones(len(kept), dtype=bool))
+    if all_domains is not None:
+        outliers["dropped_domains"] = [all_domains[i] for i in outliers["dropped"]]
     ft = _finetune_summary(trajs, nb, cfg, notes)
+    comparison = comparison_table(trajs, kept_bytes, config=cfg, domains=domains, notes=notes)
+    _add_raw(comparison, stores, names, raw_lls, all_bytes, cfg)
     summary = {
         "units": units,
         "n_texts": len(kept),
@@ -371,10 +561,12 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
         "domains": sorted(set(domains)) if domains is not None else None,
         "options": cfg.to_dict(),
         "runs": runs,
-        "comparison": comparison_table(trajs, kept_bytes, config=cfg, domains=domains, notes=notes),
+        "outliers": outliers,
+        "comparison": comparison,
         "finetune_vs_base": ft,
-        "joint_map": joint_maps(lls, names, nb, cfg.tsne, cfg.tsne_perplexity),
+        "joint_map": joint_maps(unclipped, names, nb, cfg.tsne, cfg.tsne_perplexity),
         "notes": notes,
     }
+    summary["findings"] = findings(summary)
     out.mkdir(parents=True, exist_ok=True)
     return write_summary(out, summary, arrays, names, cfg.window)

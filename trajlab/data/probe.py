@@ -3,7 +3,13 @@
 The LL vectors of two models are comparable only when they were computed on the same texts in the same order,
 so a probe set carries a fingerprint (sha256 over the texts, order-sensitive) that travels with every store. Each
 text may carry the domain it was cut from (``domains``), so KL tables can split into within- and between-domain
-parts; domains are labels and not part of the fingerprint.
+parts; domains are labels and not part of the fingerprint. A probe built by a recipe (`trajlab probe build`,
+trajlab.data.probe_build) carries it (``recipe``: the source and every setting), and so does every store scored
+on it (the store's probe.json is `to_dict`); the recipe is not part of the fingerprint either.
+
+Files: `save` / `to_dict` write one JSON object; `to_json` writes the plainest form that loses nothing (the
+paper's released format, a JSON list of strings, when there are no domains and no recipe); `from_json` (and
+`load`) read all three forms: a list of strings, a list of {"text", "domain"} objects, or the object.
 """
 
 from __future__ import annotations
@@ -42,9 +48,11 @@ class ProbeSet:
         name: a human-readable label (not part of the fingerprint).
         texts: the probe texts, in scoring order.
         domains: the source domain of each text, or None when unknown (not part of the fingerprint).
+        recipe: how the texts were made (source and settings, JSON-ready), or None (not part of the fingerprint).
     """
 
-    def __init__(self, texts: Iterable[str], name: str = "probe", *, domains: Iterable[str] | None = None):
+    def __init__(self, texts: Iterable[str], name: str = "probe", *, domains: Iterable[str] | None = None,
+                 recipe: dict | None = None):
         texts = list(texts)
         if not texts:
             raise ValueError("a ProbeSet needs at least one text, got none")
@@ -61,18 +69,22 @@ class ProbeSet:
                 raise ValueError(
                     f"domains must be {len(texts)} non-empty str, one per text; got {len(domains)} entries"
                 )
+        if recipe is not None and not isinstance(recipe, dict):
+            raise ValueError(f"recipe must be a dict (source and settings) or None, got {type(recipe).__name__}")
         self.texts: list[str] = texts
         self.name = name
         self.domains: tuple[str, ...] | None = domains
+        self.recipe: dict | None = recipe
 
     @classmethod
     def from_texts(
-        cls, texts: Iterable[str], name: str = "probe", *, domains: Iterable[str] | None = None
+        cls, texts: Iterable[str], name: str = "probe", *, domains: Iterable[str] | None = None,
+        recipe: dict | None = None,
     ) -> ProbeSet:
         """A probe set over the given texts, in the given order."""
         if isinstance(texts, str):
             raise ValueError("texts must be a list of str, got a single str")
-        return cls(texts, name=name, domains=domains)
+        return cls(texts, name=name, domains=domains, recipe=recipe)
 
     @classmethod
     def default(cls, n_per_domain: int | None = None) -> ProbeSet:
@@ -135,16 +147,21 @@ class ProbeSet:
         bad = idx[(idx < 0) | (idx >= len(self))]
         if bad.size:
             raise ValueError(f"subset index {int(bad[0])} is out of range for a probe set of {len(self)} texts")
-        tag = hashlib.sha256(idx.tobytes()).hexdigest()[:8]
+        digest = hashlib.sha256(idx.tobytes()).hexdigest()
+        recipe = None
+        if self.recipe is not None:
+            recipe = self.recipe | {"subset_of": self.fingerprint, "indices_sha256": digest}
         return ProbeSet(
-            [self.texts[i] for i in idx], name=f"{self.name}/subset-{idx.size}-{tag}",
-            domains=None if self.domains is None else [self.domains[i] for i in idx],
+            [self.texts[i] for i in idx], name=f"{self.name}/subset-{idx.size}-{digest[:8]}",
+            domains=None if self.domains is None else [self.domains[i] for i in idx], recipe=recipe,
         )
 
     def to_dict(self) -> dict:
-        """JSON-ready metadata: name, fingerprint, n_texts, texts, and domains when known."""
+        """JSON-ready metadata: name, fingerprint, n_texts, texts, and domains and recipe when known."""
         d = {"name": self.name, "fingerprint": self.fingerprint, "n_texts": len(self), "texts": self.texts}
-        return d if self.domains is None else d | {"domains": list(self.domains)}
+        if self.domains is not None:
+            d["domains"] = list(self.domains)
+        return d if self.recipe is None else d | {"recipe": self.recipe}
 
     @classmethod
     def from_dict(cls, d: dict) -> ProbeSet:
@@ -156,7 +173,7 @@ class ProbeSet:
         missing = [k for k in ("name", "fingerprint", "texts") if k not in d]
         if missing:
             raise ValueError(f"probe metadata lacks field(s) {missing}; expected the output of ProbeSet.to_dict()")
-        probe = cls(d["texts"], name=d["name"], domains=d.get("domains"))
+        probe = cls(d["texts"], name=d["name"], domains=d.get("domains"), recipe=d.get("recipe"))
         if probe.fingerprint != d["fingerprint"]:
             raise ValueError(
                 f"probe {d['name']!r}: texts hash to {probe.fingerprint[:12]} but the recorded fingerprint is "
@@ -165,30 +182,91 @@ class ProbeSet:
         return probe
 
     def save(self, path: str | Path) -> Path:
-        """Write the probe set as one JSON file (atomically: temp file, then rename). Returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
-        return path
+        """Write `to_dict` as one JSON file (atomically: temp file, then rename). Returns the path."""
+        return _write_json(path, self.to_dict())
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the plainest JSON that loses nothing (atomically). Returns the path.
+
+        A list of strings (the paper's released data/texts.json) without domains or recipe; a list of
+        {"text", "domain"} objects with domains and no recipe; else the `to_dict` object (name, fingerprint,
+        texts, domains, recipe). The name survives only in the object form: `from_json` names a list file
+        after its stem.
+        """
+        if self.recipe is not None:
+            return _write_json(path, self.to_dict())
+        if self.domains is None:
+            return _write_json(path, self.texts)
+        return _write_json(path, [{"text": t, "domain": d} for t, d in zip(self.texts, self.domains, strict=True)])
 
     @classmethod
-    def load(cls, path: str | Path) -> ProbeSet:
-        """Read a file written by `save`, verifying its fingerprint.
+    def from_json(cls, path: str | Path) -> ProbeSet:
+        """Read a probe file: a JSON list of strings, a list of {"text", "domain"} objects (domain optional,
+        given for all or none), or the object `save` / `to_dict` writes (its fingerprint verified).
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: not valid JSON, not a probe file, or a fingerprint mismatch.
+            ValueError: not valid JSON, an item that is not a string or such an object, a fingerprint
+                mismatch (one line: what is wrong and where).
         """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no probe file at {path}; write one with ProbeSet.save(path)")
+            raise FileNotFoundError(
+                f"no probe file at {path}; pass a JSON list of texts or a file written by ProbeSet.to_json/save"
+            )
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a valid probe file (corrupt JSON: {e})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path} is not a probe file: expected a JSON object, got {type(d).__name__}")
         try:
-            return cls.from_dict(d)
+            if isinstance(d, dict):
+                return cls.from_dict(d)
+            if isinstance(d, list):
+                texts, domains = _list_items(d)
+                return cls(texts, name=path.stem or "probe", domains=domains)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+        raise ValueError(
+            f"{path} is not a probe file: expected a JSON list of texts or an object, got {type(d).__name__}"
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProbeSet:
+        """Read a probe file written by `save` or `to_json`, or a JSON list of texts: see `from_json`."""
+        return cls.from_json(path)
+
+
+def _write_json(path: str | Path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
+    return path
+
+
+def _list_items(items: list) -> tuple[list[str], list[str] | None]:
+    """(texts, domains or None) of a JSON list of strings or of {"text", "domain"} objects."""
+    if not items:
+        raise ValueError("the list holds no texts")
+    if isinstance(items[0], str):
+        if bad := next((i for i, x in enumerate(items) if not isinstance(x, str)), None):
+            raise ValueError(f"item {bad} is a {_json_type(items[bad])}, expected a string like the items before it")
+        return items, None
+    texts, domains = [], []
+    for i, x in enumerate(items):
+        if not isinstance(x, dict) or not isinstance(x.get("text"), str):
+            what = f"an object whose 'text' is {_json_type(x.get('text'))}" if isinstance(x, dict) else (
+                f"a {_json_type(x)}")
+            raise ValueError(f'item {i} is {what}; expected a string or a {{"text": str, "domain": str}} object')
+        texts.append(x["text"])
+        domains.append(x.get("domain"))
+    if all(d is None for d in domains):
+        return texts, None
+    if missing := [i for i, d in enumerate(domains) if not isinstance(d, str) or not d]:
+        raise ValueError(f"item {missing[0]} has no domain (a non-empty str) while others do; give all or none")
+    return texts, domains
+
+
+def _json_type(x) -> str:
+    """The JSON name of a parsed value's type."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if x is None else names.get(type(x), type(x).__name__)
