@@ -88,11 +88,14 @@ def fit(cfg: dict, steps: int, callbacks: list, root: str) -> None:
 
 
 def callback_settings(cfg: dict) -> dict:
-    """init_args of the recipe's TrajectoryCallback ({} when it has none)."""
+    """The recipe's TrajectoryCallback options, its record and scoring groups as one flat dict ({} when it has
+    none)."""
     entries = [
         c for c in cfg["trainer"].get("callbacks") or [] if c["class_path"].endswith("TrajectoryCallback")
     ]
-    return dict(entries[0].get("init_args") or {}) if entries else {}
+    init = dict(entries[0].get("init_args") or {}) if entries else {}
+    return {k: v for k, v in init.items() if k not in ("record", "scoring")} | (init.get("record") or {}) | (
+        init.get("scoring") or {})
 
 
 def overhead(args) -> None:

@@ -71,7 +71,7 @@ def describe(args, ref: ModelRef, revisions: list[str]) -> None:
 def run(args, ref: ModelRef) -> int:
     """Run the commands in this process; stop at the first that fails."""
     from trajlab.analysis import analyze
-    from trajlab.hub.importer import import_main, merge_main
+    from trajlab.cli import main as trajlab_main
     from trajlab.store import open_stores
 
     for argv in commands(args, ref):
@@ -80,7 +80,7 @@ def run(args, ref: ModelRef) -> int:
             summary = analyze(open_stores([argv[1]]), argv[3])
             print(f"analysis written to {argv[3]}: {', '.join(summary.get('tables', []))}")
             continue
-        rc = (import_main if argv[0] == "import" else merge_main)(argv[1:])
+        rc = trajlab_main(argv)
         if rc:
             print(f"stopped: `trajlab {argv[0]}` exited with {rc}", file=sys.stderr)
             return rc

@@ -138,7 +138,7 @@ def config(d: Design, run: Run, out: Path, probe: Path) -> Path:
         callback["layers_every"] = d.layers_every
     for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"].endswith("TrajectoryCallback"):
-            cb["init_args"] = callback
+            cb["init_args"] = {"record": callback}
         if cb["class_path"].endswith("ModelCheckpoint"):
             cb["init_args"]["every_n_train_steps"] = steps
     cfg.update({"seed_everything": run.seed, "run_dir": str(out / run.name)})

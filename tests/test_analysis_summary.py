@@ -93,7 +93,7 @@ def stores(tmp_path_factory):
 @pytest.fixture(scope="module")
 def result(stores, tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis") / "out"
-    return ta.analyze(stores, out, tsne=False), out
+    return ta.analyze(stores, out, tsne=False, clip_quantile=None, jump_drop=None), out  # raw: direct numbers
 
 
 def test_files_written(result):
@@ -230,10 +230,12 @@ def test_cleaning_options_and_nats(stores, tmp_path):
 
 
 def test_tsne_map(stores, tmp_path):
-    summary = ta.analyze(stores[2:], tmp_path / "t", tsne=True)
-    xy = np.array(summary["runs"]["ft"]["maps"]["tsne"]["coords"])
-    assert xy.shape == (3, 2) and summary["joint_map"] is None
-    assert summary["runs"]["ft"]["maps"]["tsne"]["spiral"]["perplexity"] == pytest.approx(2 / 3)
+    summary = ta.analyze([stores[0], stores[2]], tmp_path / "t", tsne=True, spiral_n_null_tsne=3)
+    xy = np.array(summary["runs"]["base"]["maps"]["tsne"]["coords"])
+    assert xy.shape == (20, 2)
+    assert summary["runs"]["base"]["maps"]["tsne"]["spiral"]["perplexity"] == pytest.approx(19 / 3)
+    assert "tsne" not in summary["runs"]["ft"]["maps"]  # 3 snapshots: no t-SNE map, said once
+    assert any("t-SNE map not drawn" in n for n in summary["runs"]["ft"]["notes"])
 
 
 def test_bad_inputs_write_nothing(stores, tmp_path):
@@ -274,7 +276,9 @@ class LayersEvery:
 
 
 def test_threads_use_the_snapshots_holding_every_layer(stores, tmp_path):
-    summary = ta.analyze([LayersEvery(stores[0])], tmp_path / "le", tsne=False, spiral_n_null=20)
+    summary = ta.analyze(
+        [LayersEvery(stores[0])], tmp_path / "le", tsne=False, spiral_n_null=20, clip_quantile=None, jump_drop=None
+    )
     lt = summary["runs"]["base"]["layer_threads"]
     assert lt["steps"] == stores[0].steps[::2].tolist()
     layers = stores[0].loglik_all()[::2]

@@ -18,7 +18,7 @@ from trajlab import analysis as ta
 from trajlab.analysis.config import AnalysisConfig
 from trajlab._args import spelled
 from trajlab.cli import main
-from trajlab.hub.config import ImportConfig, import_parser
+from trajlab.hub.config import SCORING_ALIASES, ImportConfig, import_parser
 from trajlab.hub.importer import import_main
 from trajlab.report.commands import ReportConfig
 from trajlab.store import TrajectoryStore, open_stores
@@ -36,8 +36,9 @@ def defaults(cls) -> dict:
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
             out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
+        elif f.default_factory is not dataclasses.MISSING:  # a nested option group is printed as a mapping
+            value = f.default_factory()
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     return out
 
 
@@ -125,7 +126,7 @@ def test_import_config_file_gives_the_store_the_flags_give(tmp_path, cache, caps
     assert import_main(flags) == 0
     # the YAML --print_config writes for those flags, pointed at another store, imports the same
     cfg = printed_config(["import", *flags], capsys)
-    assert (cfg["window"], cfg["sketch_k"], cfg["progress"], cfg["long_texts"]) == (3, 64, False, "truncate")
+    assert (cfg["window"], cfg["sketch_k"], cfg["progress"], cfg["scoring"]["long_texts"]) == (3, 64, False, "truncate")
     (tmp_path / "i.yaml").write_text(yaml.safe_dump({**cfg, "out": str(tmp_path / "file")}))
     assert import_main(["--config", str(tmp_path / "i.yaml")]) == 0
     a, b = TrajectoryStore.open(tmp_path / "flags"), TrajectoryStore.open(tmp_path / "file")
@@ -140,12 +141,12 @@ def test_old_spellings_reach_the_parser():
     p = import_parser()
     argv = ["--clean-cache", "m", "--out=o", "--batch-size", "3", "--no-progress", "--offline", "false",
             "--dry-run", "--allow_pickle", "true", "--max-steps=9"]
-    assert spelled(p, argv, {}) == [
-        "--clean_cache=true", "m", "--out=o", "--batch_size", "3", "--progress=false", "--offline", "false",
-        "--dry_run=true", "--allow_pickle", "true", "--max_steps=9",
+    assert spelled(p, argv, SCORING_ALIASES) == [
+        "--clean_cache=true", "m", "--out=o", "--scoring.batch_size", "3", "--progress=false", "--offline",
+        "false", "--dry_run=true", "--allow_pickle", "true", "--max_steps=9",
     ]
-    ns = p.parse_args(spelled(p, argv, {}))
-    assert (ns.model, ns.out, ns.batch_size, ns.clean_cache, ns.progress, ns.offline, ns.dry_run) == (
+    ns = p.parse_args(spelled(p, argv, SCORING_ALIASES))
+    assert (ns.model, ns.out, ns.scoring.batch_size, ns.clean_cache, ns.progress, ns.offline, ns.dry_run) == (
         "m", "o", 3, True, False, False, True)
     assert ns.allow_pickle is True and ns.max_steps == 9
 

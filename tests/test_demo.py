@@ -36,7 +36,7 @@ def test_prints_the_longest_text_beside_the_context(tmp_path, capsys):
 def test_refuses_a_text_longer_than_the_context(tmp_path):
     run, lengths = run_dir(tmp_path, context=8)
     assert max(lengths) > 8
-    with pytest.raises(SystemExit, match=f"a probe text of {max(lengths)} tokens exceeds the context 8"):
+    with pytest.raises(ValueError, match=f"a probe text of {max(lengths)} tokens exceeds the context 8"):
         whole_text_check(run)
 
 
@@ -45,5 +45,5 @@ def test_refuses_texts_scored_short(tmp_path):
     scored = [t - 1 for t in lengths]
     scored[1] -= 5  # the store says text 1 lost five tokens
     run, _ = run_dir(tmp_path / "run", context=128, n_tokens=scored)
-    with pytest.raises(SystemExit, match="1 probe texts were not scored whole"):
+    with pytest.raises(ValueError, match="1 probe texts were not scored whole"):
         whole_text_check(run)

@@ -2,7 +2,8 @@
 GPT-NeoX revisions, and `trajlab import` runs in a subprocess with HF_ENDPOINT pointing at it
 (HF_HUB_OFFLINE=0, a fresh HF_HOME). Checked against an offline import of the same revisions; faults: a
 connection dropped mid-file, a blob whose bytes do not match its sha256, a revision that 404s, the server
-going away mid-run; Ray workers downloading into caches of their own."""
+going away mid-run; Ray workers downloading into caches of their own. The stand-in also serves other repos
+(`Hub.add_repo`: PolyPythia- and OLMo-named ones, with branch lists and model cards: tests/hub/)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 from test_importers import PROBE, REPO, hub_cache, revision_model
-from test_ray_import import assert_same_store
 
 from trajlab import import_checkpoints
 from trajlab.store import TrajectoryStore
@@ -31,6 +31,14 @@ pytestmark = pytest.mark.slow
 REVISIONS = {"step0": 0, "step1": 0, "step2": 2, "step4": 4}
 STEPS = [0, 1, 2, 4]
 FLAGS = ["--window", "3", "--sketch-k", "64", "--no-progress"]
+
+
+def assert_same_store(a: TrajectoryStore, b: TrajectoryStore) -> None:
+    """test_ray_import's store comparison, imported when used: that module skips without Ray, and the stand-in
+    hub (used by tests/hub/ too) must not."""
+    from test_ray_import import assert_same_store as same
+
+    same(a, b)
 
 
 def git_oid(data: bytes) -> str:
@@ -49,16 +57,26 @@ class Hub(ThreadingHTTPServer):
 
     def __init__(self, folders: dict, revisions: dict, repo: str = REPO):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.repo, self.files, self.refs = repo, {}, {}
-        for rev, seed in revisions.items():
-            commit = hashlib.sha1(f"{repo}@{rev}".encode()).hexdigest()
-            self.refs[rev] = self.refs[commit] = commit
-            self.files[commit] = {f.name: f.read_bytes() for f in sorted(Path(folders[seed]).iterdir())}
+        self.repo, self.repos = repo, {}
+        self.refs, self.files, self.branches = self.add_repo(repo, folders, revisions)
         self.drop_once: set[str] = set()
         self.corrupt: set[tuple[str, str]] = set()
         self.die_at: str | None = None
         self.dead, self.log = False, []
         threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def add_repo(self, repo: str, folders: dict, revisions: dict, card: str | None = None) -> tuple:
+        """Serve another repo: `revisions` {branch: folders key}; `card` its README.md (every revision).
+        Returns its (refs, files, branches): {name or commit: commit}, {commit: {file: bytes}}, [branch]."""
+        refs, files = {}, {}
+        for rev, seed in revisions.items():
+            commit = hashlib.sha1(f"{repo}@{rev}".encode()).hexdigest()
+            refs[rev] = refs[commit] = commit
+            files[commit] = {f.name: f.read_bytes() for f in sorted(Path(folders[seed]).iterdir())}
+            if card is not None:
+                files[commit]["README.md"] = card.encode()
+        self.repos[repo] = (refs, files, list(revisions))
+        return self.repos[repo]
 
     @property
     def url(self) -> str:
@@ -103,16 +121,21 @@ class _Handler(BaseHTTPRequestHandler):
         hub.log.append((self.command, "/".join(parts), self.headers.get("Range")))
         api = parts[:2] == ["api", "models"]
         repo = "/".join(parts[2:4] if api else parts[:2])
-        if repo != hub.repo:
+        if repo not in hub.repos:
             return self._not_found("RepoNotFound")
+        refs, all_files, branches = hub.repos[repo]
+        if api and parts[4:] == ["refs"]:  # list_repo_refs: the branches and their commits
+            heads = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": refs[b]} for b in branches]
+            data = json.dumps({"branches": heads, "tags": [], "converts": []}).encode()
+            return self._reply(200, data, {"Content-Type": "application/json"}, body)
         rev = parts[5] if api else parts[3]
         if rev == hub.die_at:
             hub.stop()
             return self._serve(body)
-        commit = hub.refs.get(rev)
+        commit = refs.get(rev)
         if commit is None:
             return self._not_found("RevisionNotFound")
-        files = hub.files[commit]
+        files = all_files[commit]
         if api and parts[4] == "revision":
             info = {"id": repo, "sha": commit, "siblings": [{"rfilename": n} for n in files]}
             return self._reply(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
@@ -184,10 +207,8 @@ def hub(folders):
         server.stop()
 
 
-def trajlab_import(
-    hub: Hub, home: Path, revisions: str, out: Path, *flags: str
-) -> subprocess.CompletedProcess:
-    """`trajlab import` in a subprocess that downloads from `hub` into the HF cache under `home`."""
+def hub_env(hub: Hub, home: Path) -> dict[str, str]:
+    """The environment of a subprocess that downloads from `hub` into the HF cache under `home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env |= {
         "HF_ENDPOINT": hub.url,
@@ -198,6 +219,14 @@ def trajlab_import(
         "HF_HUB_ETAG_TIMEOUT": "5",
         "HF_HUB_DOWNLOAD_TIMEOUT": "5",
     }
+    return env
+
+
+def trajlab_import(
+    hub: Hub, home: Path, revisions: str, out: Path, *flags: str
+) -> subprocess.CompletedProcess:
+    """`trajlab import` in a subprocess that downloads from `hub` into the HF cache under `home`."""
+    env = hub_env(hub, home)
     argv = [
         sys.executable,
         "-m",

@@ -15,7 +15,7 @@ from conftest import tiny_llama
 from test_importers import FAST, PROBE, REPO, cache, make_tokenizer, one_thread, saved  # noqa: F401
 
 import trajlab.lens
-from trajlab import ImportConfig, import_checkpoints
+from trajlab import ImportConfig, ScoringConfig, import_checkpoints
 from trajlab.hub.config import PYTHIA_WARMUP_STEPS
 from trajlab.data.probe import ProbeSet
 from trajlab.hub.importer import import_main
@@ -40,10 +40,10 @@ def test_config_object_and_keywords_give_the_same_store(tmp_path, hub):
         sa.loglik_all(), sc.loglik_all()
     )
     assert sa.weight_sq_dist(2, 4) == sb.weight_sq_dist(2, 4) == sc.weight_sq_dist(2, 4)  # the override won
-    with pytest.raises(TypeError, match=r"unknown import option\(s\) \['windw'\]; valid: .*window"):
+    with pytest.raises(TypeError, match=r"unknown ImportConfig option\(s\) \['windw'\]; valid: .*window"):
         import_checkpoints(REPO, "step2", tmp_path / "d", windw=3)
     for bad, match in (
-        ({"long_texts": "wrap"}, "long_texts must be one of rolling, truncate, error"),
+        ({"scoring": {"long_texts": "wrap"}}, "long_texts must be one of 'rolling', 'truncate', 'error'"),
         ({"executor": "dask"}, "executor must be one of local, ray"),
         ({"workers": 0}, "need workers >= 1"),
         ({"executor": "ray", "shard": "0/2"}, "--shard and --executor ray both split"),
@@ -101,7 +101,8 @@ def test_scoring_options_reach_score_model(tmp_path, hub, monkeypatch):
     real, seen = trajlab.lens.score_model, []
 
     def recording(*args, **kwargs):
-        seen.append({k: kwargs.get(k) for k in ("long_texts", "stride", "lens_dtype")})
+        scoring = kwargs["scoring"]  # the importer hands score_model its ScoringConfig whole
+        seen.append({k: getattr(scoring, k) for k in ("long_texts", "stride", "lens_dtype")})
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trajlab.lens, "score_model", recording)
@@ -142,8 +143,9 @@ def test_scoring_options_reach_score_model(tmp_path, hub, monkeypatch):
     assert np.array_equal(store.loglik_all()[0], expected)  # score_model's rows with those options
     assert store.meta["scoring"] == info.scoring() and info.scoring()["long_texts"] == "truncate"
     assert TrajectoryStore.open(tmp_path / "b").meta["scoring"]["stride"] == 16
-    with pytest.raises(ValueError, match="stride=16 needs long_texts='rolling'"):
-        ImportConfig(long_texts="truncate", stride=16)
+    with pytest.raises(ValueError, match="stride=16 applies only to long_texts='rolling', not 'truncate'"):
+        ImportConfig().replace(long_texts="truncate", stride=16)
+    assert ImportConfig().replace(long_texts="truncate").scoring == ScoringConfig(long_texts="truncate")
 
 
 def test_ray_executor_without_ray_is_refused_in_one_line(tmp_path, hub, monkeypatch, capsys):

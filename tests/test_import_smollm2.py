@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trajlab._io import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
+from trajlab.report.demo import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
 from trajlab import import_checkpoints
 from trajlab.data.probe import ProbeSet
 from trajlab.store import TrajectoryStore

@@ -1,4 +1,4 @@
-"""trajlab._io: the one atomic write and the one CSV-log reader."""
+"""trajlab._io: the one atomic write."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from trajlab._io import read_csv_log, write_atomic
+from trajlab._io import write_atomic
 
 
 def test_write_atomic_text_bytes_and_writer(tmp_path):
@@ -32,10 +32,3 @@ def test_write_atomic_failure_keeps_the_old_file(tmp_path):
         write_atomic(p, broken)
     assert p.read_text() == "old" and [x.name for x in tmp_path.iterdir()] == ["keep.json"]
 
-
-def test_read_csv_log(tmp_path):
-    p = tmp_path / "metrics.csv"
-    p.write_text("epoch,step,train/loss,val/loss\n0,9,5.5,\n0,19,4.25,\n0,19,,4.5\n")
-    got = read_csv_log(p, {"train": "train/loss", "val": "val/loss"})
-    assert got == {"train": [(9, 5.5), (19, 4.25)], "val": [(19, 4.5)]}
-    assert read_csv_log(tmp_path / "missing.csv", {"val": "val/loss"}) == {"val": []}

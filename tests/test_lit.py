@@ -146,11 +146,10 @@ def test_non_finite_loss_names_the_step(tmp_path):
         fit(tmp_path / "run", "--model.lr", "1e12", "--trainer.gradient_clip_val", "null")
 
 
-def test_unwritable_output_directory(tmp_path):
+def test_unwritable_output_directory(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(SystemExit, match="not writable"):
-        fit(blocker / "run")
+    assert "not writable" in fit_error(capsys, blocker / "run")
 
 
 # ---- corpus mixtures --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import SAMPLE_TEXTS
 
-from trajlab._io import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
+from trajlab.report.demo import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
 from trajlab.lens import score_model
 
 

@@ -3,7 +3,8 @@
 The pipeline, one folder per stage (a module imports only from stages above it; ``analysis`` is a torch-free
 leaf that ``record`` and ``report`` both use)::
 
-    _io                 atomic writes, CSV logs (standard library)
+    _io, _args, _options, scoring_config
+                        atomic writes, CLI parser pieces, option replace(), ScoringConfig (standard library)
     analysis/           KL, maps, spirals, threads, diffusion, nulls and intervals (numpy/scipy/sklearn)
     data/               corpora, tokenizer, ProbeSet
     train/              model presets, LightningModule + DataModule
@@ -20,9 +21,6 @@ The names below are imported lazily, so ``import trajlab.analysis`` does not imp
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
-import sys
 
 __version__ = "0.1.0"
 
@@ -32,14 +30,17 @@ _LAZY = {
     "LensAdapter": "trajlab.lens",
     "ScoreInfo": "trajlab.lens",
     "score_model": "trajlab.lens",
+    "ScoringConfig": "trajlab.scoring_config",
     "WeightSketch": "trajlab.sketch",
     "TrajectoryStore": "trajlab.store",
     "open_stores": "trajlab.store",
     "merge_stores": "trajlab.store",
     "TrajectoryCallback": "trajlab.record.callback",
+    "RecordConfig": "trajlab.record.settings",
     "import_checkpoints": "trajlab.hub.importer",
     "ImportConfig": "trajlab.hub.config",
     "ImportResult": "trajlab.hub.config",
+    "quantize_model": "trajlab.hub.quantize",
     "build_model": "trajlab.train.models",
     "PRESETS": "trajlab.train.models",
     "LitLM": "trajlab.train.lit",
@@ -47,41 +48,6 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
-
-# Module paths before the stage folders (0.1); kept for one release so old imports and YAML class paths work.
-MOVED = {
-    "trajlab.corpus": "trajlab.data.corpus",
-    "trajlab.tokenizer": "trajlab.data.tokenizer",
-    "trajlab.probe": "trajlab.data.probe",
-    "trajlab.models": "trajlab.train.models",
-    "trajlab.lit": "trajlab.train.lit",
-    "trajlab.store_files": "trajlab.store.files",
-    "trajlab.store_meta": "trajlab.store.meta",
-    "trajlab.merge": "trajlab.store.merge",
-    "trajlab.callback": "trajlab.record.callback",
-    "trajlab.schedule": "trajlab.record.schedule",
-    "trajlab.revisions": "trajlab.hub.revisions",
-    "trajlab.checkpoints": "trajlab.hub.checkpoints",
-    "trajlab.importers": "trajlab.hub.importer",
-    "trajlab.demo": "trajlab.report.demo",
-}
-
-
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Resolves an old module path (MOVED) to the module at its new path: the same module object."""
-
-    def find_spec(self, name, path=None, target=None):
-        return importlib.util.spec_from_loader(name, self) if name in MOVED else None
-
-    def create_module(self, spec):
-        return importlib.import_module(MOVED[spec.name])
-
-    def exec_module(self, module) -> None:
-        pass
-
-
-if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
-    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str):

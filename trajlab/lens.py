@@ -39,8 +39,9 @@ import numpy as np
 import torch
 
 from trajlab import _windows
-from trajlab._precision import LENS_DTYPES, resolved_lens_dtype
+from trajlab._precision import resolved_lens_dtype
 from trajlab.data.probe import ProbeSet
+from trajlab.scoring_config import ScoringConfig
 
 # (tokens, vocab) per logits tile of the Unembed path, by device type. CPU (tuned with scripts/bench_lens.py):
 # 32 MiB, near cache; smaller tiles were ~5% faster on an idle machine but several times slower on a busy one,
@@ -155,9 +156,9 @@ class ScoreInfo:
     lens_dtype: str = "float32"
 
     def scoring(self) -> dict:
-        """How the rows were scored: the store's meta["scoring"] block."""
-        return {"long_texts": self.long_texts, "stride": self.stride, "window": self.window,
-                "n_tokens": [int(n) for n in self.n_tokens], "lens_dtype": self.lens_dtype}
+        """How the rows were scored: the store's meta["scoring"] block (`ScoringConfig.record`)."""
+        used = ScoringConfig(self.long_texts, self.stride)
+        return used.record(window=self.window, n_tokens=self.n_tokens, lens_dtype=self.lens_dtype)
 
 
 class _HFSource:
@@ -301,15 +302,11 @@ def score_model(
     probe: ProbeSet | Sequence[str],
     layers: Literal["all", "last"] | Sequence[int] = "all",
     *,
-    long_texts: Literal["rolling", "truncate", "error"] = "rolling",
-    stride: int | None = None,
-    lens_dtype: Literal["float32", "bfloat16", "auto"] | None = None,
-    batch_size: int = 8,
-    prefix_bos: bool = False,
-    max_length: int | None = None,
+    scoring: ScoringConfig | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
     return_info: bool = False,
+    **options,
 ) -> np.ndarray | tuple[np.ndarray, ScoreInfo]:
     """Per-text log-likelihoods (nats, summed over tokens 2..T) at the requested lens rows.
 
@@ -319,52 +316,50 @@ def score_model(
         probe: a ProbeSet or a list of texts.
         layers: "all" (rows 0..n_layers), "last" (only the model's own output; no lens computed), or a list of
             row indices 0..n_layers, returned in that order.
-        long_texts: a text longer than the window C: "rolling" scores it whole in sliding windows (see
-            trajlab._windows), "truncate" scores its first C tokens (warns), "error" refuses it.
-        stride: the rolling stride S, 1..C-1 (default C // 2): each token after the first window is scored
-            with at least C - S tokens of context.
-        lens_dtype: dtype of the lens's unembedding GEMMs: None = the model's own; "float32"; "bfloat16" (the
-            forward, target logit, exp and sum stay in the model's dtype / fp32); "auto" = bf16 where the device
-            multiplies bf16 natively (`trajlab._precision.has_fast_bf16`), else fp32.
-        batch_size: windows (a text that fits is one) per forward.
-        prefix_bos: prepend the tokenizer's BOS so the first text token is scored too (not the paper's default).
-        max_length: the window C; default the model's context length (it may not exceed it).
+        scoring: the scoring options (`trajlab.scoring_config.ScoringConfig`; default ScoringConfig()).
         device: where inputs go; default the model's device (a transformers model must already be there).
         progress: show a progress bar over batches.
         return_info: also return a `ScoreInfo` (scored tokens per text, how the texts were scored).
+        **options: ScoringConfig fields that change `scoring`: long_texts ("rolling" scores a text longer than
+            the window C whole in sliding windows, see trajlab._windows; "truncate" its first C tokens, warning;
+            "error" refuses it), stride (1..C-1, default C // 2), max_length (the window C, default the
+            model's context), lens_dtype (None: the model's own; "float32"; "bfloat16": only the unembedding
+            GEMMs, exp and sum stay fp32; "auto": bf16 where the device multiplies it natively,
+            `trajlab._precision.has_fast_bf16`), prefix_bos (prepend the tokenizer's BOS so the first text token
+            is scored too), batch_size (windows per forward).
 
     Returns:
         float64 array (len(rows), N), or (array, ScoreInfo) with return_info=True.
 
     Raises:
         ValueError: empty probe, a text with nothing to score, token ids beyond the model's embedding, layers out
-            of range, a bad long_texts / stride / lens_dtype, a text longer than the window with
-            long_texts="error", a non-finite log-likelihood (naming the text), or a model the lens cannot read.
+            of range, a bad scoring option, a text longer than the window with long_texts="error", a
+            non-finite log-likelihood (naming the text), or a model the lens cannot read.
+        UnknownOptionError: an option that is no ScoringConfig field (a TypeError and a ValueError).
     """
-    texts = _windows.checked_texts(probe.texts if isinstance(probe, ProbeSet) else probe, batch_size)
+    cfg = (scoring or ScoringConfig()).replace(**options)
+    texts = _windows.checked_texts(probe.texts if isinstance(probe, ProbeSet) else probe)
 
     hf = not isinstance(model, LensAdapter)
     if hf and not hasattr(model, "config"):
         raise ValueError(f"model must be a transformers causal LM or a LensAdapter, got {type(model).__name__}")
     src = _HFSource(model) if hf else None
-    ctx = _windows.window(src.context_length if hf else getattr(model, "context_length", None), max_length)
-    stride = _windows.resolved_stride(long_texts, stride, ctx)
-    if lens_dtype is not None and lens_dtype not in LENS_DTYPES:
-        raise ValueError(f"lens_dtype must be None or one of {', '.join(map(repr, LENS_DTYPES))}, got {lens_dtype!r}")
-    encoded = _windows.encoded_texts(tokenizer, texts, prefix_bos)
-    encoded, n_truncated = _windows.fitted(encoded, long_texts, ctx, stacklevel=2)
+    ctx = cfg.window(src.context_length if hf else getattr(model, "context_length", None))
+    stride = cfg.stride_in(ctx)
+    encoded = _windows.encoded_texts(tokenizer, texts, cfg.prefix_bos)
+    encoded, n_truncated = _windows.fitted(encoded, cfg.long_texts, ctx, stacklevel=2)
     _windows.check_ids(encoded, src.num_embeddings if hf else getattr(model, "num_embeddings", None))
     src = src or _AdapterSource(model, encoded[0])
     rows = _windows.resolved_rows(layers, src.n_layers)
     device = torch.device(device) if device is not None else src.device
     if hf and (device.type != src.device.type or device.index not in (None, src.device.index)):
         raise ValueError(f"the model is on {src.device}, not {device}: move it with model.to(...) or pass device=None")
-    gemm_dtype = resolved_lens_dtype(lens_dtype, src.dtype, device, hf)
+    gemm_dtype = resolved_lens_dtype(cfg.lens_dtype, src.dtype, device, hf)
     if hf:
         src.use_lens_dtype(gemm_dtype)
 
     n_tokens = np.array([len(ids) - 1 for ids in encoded], dtype=np.int64)
-    batches = _windows.batches_of(_windows.windows_of(encoded, ctx, stride), batch_size)
+    batches = _windows.batches_of(_windows.windows_of(encoded, ctx, stride), cfg.batch_size)
     ll = torch.zeros(len(rows), len(texts), dtype=torch.float64)
     if progress:
         from tqdm.auto import tqdm
@@ -395,6 +390,6 @@ def score_model(
         raise ValueError(f"non-finite log-likelihood for text {i} at row {rows[k]} ({len(bad)} entries in all): "
                          "the model produced inf/nan; check its weights and dtype")
     if return_info:
-        return ll, ScoreInfo(tuple(rows), src.n_layers, n_tokens, n_truncated, ctx, long_texts, stride, ctx,
+        return ll, ScoreInfo(tuple(rows), src.n_layers, n_tokens, n_truncated, ctx, cfg.long_texts, stride, ctx,
                              str(gemm_dtype).removeprefix("torch."))
     return ll

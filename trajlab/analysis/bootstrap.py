@@ -5,8 +5,8 @@
   pairs of runs as the unit. Use these for claims about settings (seeds, sizes).
 - bootstrap_order: the paired text bootstrap of an ordering: texts only, runs fixed. It answers "would other
   probe texts order these runs the same way", not "would other runs".
-- bootstrap_exponent_order: median exponents compared by a moving-block bootstrap over start points, or over
-  runs when several runs' fits are given.
+- bootstrap_exponent_order (trajlab.analysis.exponent_order, re-exported here): median exponents compared
+  with blocks of start points, or runs, as the unit.
 
 Every p-value is (1 + #{resamples or splits at least as extreme}) / (1 + n), or an exact enumeration; each
 result carries min_p, the smallest p its design can reach.
@@ -18,20 +18,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trajlab.analysis.exponent_order import bootstrap_exponent_order  # noqa: F401  (re-exported)
 from trajlab.analysis.kl import as_ll, kl_paired, kl_unit_factor
+from trajlab.analysis.order import holm, order_family, order_test  # noqa: F401  (runs as the unit)
 from trajlab.analysis.resample import (
     bca_bounds,
     central_moments,
     check_boot,
     half_var_se,
     jackknife_half_var,
-    moving_block_indices,
     resampled_half_var,
     resampled_moments,
     studentized_bounds,
 )
-
-from trajlab.analysis.order import holm, order_family, order_test  # noqa: F401  (the runs-as-unit tests)
 
 KL_METHODS = ("bca", "percentile", "studentized")
 
@@ -163,3 +162,4 @@ def bootstrap_order(
         "n_boot": int(n_boot),
         "unit": "texts (runs fixed)",
     }
+

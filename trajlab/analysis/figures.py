@@ -59,8 +59,9 @@ def map_figure(
         label = name if name != "tsne" or sp is None else f"t-SNE, perplexity {sp['perplexity']:.3g}"
         if sp is not None:
             label += (
-                f"\n|winding| {sp['winding_turns']:.2f} turns; random walks: q95 {sp['null_q95']:.2f}, "
-                f"p = {sp['p_value']:.3g}"
+                f"\n|winding| {sp['winding_turns']:.2f} turns; {sp.get('null') or 'null'} walks: "
+                f"q05-q95 {sp.get('null_q05') or float('nan'):.2f}-{sp['null_q95']:.2f}; "
+                f"{sp.get('verdict') or ''}"
             )
         ax.set_title(label, fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")

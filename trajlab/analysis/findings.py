@@ -49,9 +49,11 @@ def _row(fid: str, title: str, unit: str, n, test: str, p, min_p, verdict: str, 
 
 def _spiral_rows(run: str, rec: dict) -> list[dict]:
     out = []
-    k = len(rec.get("steps") or [])
+    k = len(rec["steps"]) if rec.get("steps") is not None else 0
     for method, m in (rec.get("maps") or {}).items():
-        s = m.get("spiral") or {}
+        s = m.get("spiral")
+        if not s:
+            continue
         verdict = s.get("verdict") or (
             "spiral beyond the null" if (s.get("p_value") or 1) < ALPHA else "not distinguishable"
         )

@@ -150,7 +150,9 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
                     used["t0_last"],
                 ]
             )
-        spiral_rows += [[name, m, *(v["spiral"][key] for key in SPIRAL_KEYS)] for m, v in rec["maps"].items()]
+        spiral_rows += [
+            [name, m, *(v["spiral"][key] for key in SPIRAL_KEYS)] for m, v in rec["maps"].items() if v["spiral"]
+        ]
         if rec["layer_threads"] is not None:
             adj, layer_steps = rec["layer_threads"]["adjacent_kl"], rec["layer_threads"]["steps"]
             layer_rows += [

@@ -14,11 +14,11 @@ import numpy as np
 
 from trajlab.analysis.bootstrap import bootstrap_exponent_order
 from trajlab.analysis.calibrate import spiral_test, thread_test
-from trajlab.analysis.config import AnalysisConfig
+from trajlab.analysis.config import AnalysisConfig, tsne_perplexity
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
 from trajlab.analysis.findings import findings
 from trajlab.analysis.kl import kl_matrix, kl_paired, kl_unit_factor, prepare
-from trajlab.analysis.maps import joint_maps
+from trajlab.analysis.maps import embed, joint_maps
 from trajlab.analysis.outputs import write_summary
 from trajlab.analysis.pairs import has_parent, mean_tokens, resolve_schedule, root_of
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base, lineage_pairs
@@ -220,30 +220,36 @@ def _spirals(
 ) -> dict:
     """Returns {method: {"coords", "spiral"}} for the PCA (and t-SNE) maps, each spiral tested by its null.
 
-    The spiral null is the sign-flip walk (random signs on the observed increments); snapshots before
-    warm-up are left out of the test. t-SNE is drawn and tested only from TSNE_MIN_SNAPSHOTS snapshots on.
+    The map shows every snapshot (K >= 3); the spiral test (sign-flip null: random signs on the observed
+    increments) uses the snapshots after warm-up and runs only when there are >= 3 of them ("spiral" None
+    otherwise). t-SNE is drawn only from TSNE_MIN_SNAPSHOTS snapshots on.
     """
-    if np.count_nonzero(steps >= warmup) < 3:
-        notes.append(f"maps: need at least 3 snapshots after warm-up, store has {len(ll)} in all")
-        return {}
     if len(ll) < 3:
         notes.append(f"maps: need at least 3 snapshots, store has {len(ll)}")
         return {}
+    after = int(np.count_nonzero(steps >= warmup))
+    if after < 3:
+        notes.append(f"spiral test: needs 3 snapshots after warm-up (step {warmup}), store has {after}")
     maps = {}
     for method, n_null in (("pca", cfg.spiral_n_null), ("tsne", cfg.spiral_n_null_tsne)):
         if method == "tsne" and not cfg.tsne:
             continue
-        if method == "tsne" and np.count_nonzero(steps >= warmup) < TSNE_MIN_SNAPSHOTS:
+        if method == "tsne" and len(ll) < TSNE_MIN_SNAPSHOTS:
             notes.append(
-                f"t-SNE map not drawn: fewer than {TSNE_MIN_SNAPSHOTS} snapshots after warm-up (t-SNE needs "
-                "perplexity well below the number of points to mean anything)"
+                f"t-SNE map not drawn: fewer than {TSNE_MIN_SNAPSHOTS} snapshots (with few points the perplexity "
+                "must be tiny and the map says nothing about neighbourhoods)"
             )
             continue
-        test = spiral_test(
-            ll, method, n_null, cfg.seed, n_bytes, perplexity=cfg.tsne_perplexity, steps=steps,
-            warmup_steps=warmup,
-        )
-        maps[method] = {"coords": test["xy"], "spiral": {k: test.get(k) for k in SPIRAL_KEYS}}
+        perp = tsne_perplexity(len(ll), cfg.tsne_perplexity) if method == "tsne" else None
+        coords = embed(ll, method, 2, n_bytes, perplexity=perp)
+        spiral = None
+        if after >= 3:
+            test = spiral_test(
+                ll, method, n_null, cfg.seed, n_bytes, perplexity=cfg.tsne_perplexity, steps=steps,
+                warmup_steps=warmup,
+            )
+            spiral = {k: test.get(k) for k in SPIRAL_KEYS}
+        maps[method] = {"coords": coords, "spiral": spiral}
     return maps
 
 
@@ -545,13 +551,19 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
         Trajectory(n, np.asarray(s.steps, dtype=np.int64), ll, _restricted_meta(m, kept))
         for s, n, ll, m in zip(stores, names, lls, metas, strict=True)
     ]
-    _kl_to_parent(runs, trajs, nb)
+    unclipped_trajs = [  # fine-tune KLs use unclipped values (the authors' code)
+        Trajectory(n, np.asarray(s.steps, dtype=np.int64), ll, _restricted_meta(m, kept))
+        for s, n, ll, m in zip(stores, names, unclipped, metas, strict=True)
+    ]
+    _kl_to_parent(runs, unclipped_trajs, nb)
     domains = _domains(stores, kept)
     all_domains = _domains(stores, np.ones(len(kept), dtype=bool))
     if all_domains is not None:
         outliers["dropped_domains"] = [all_domains[i] for i in outliers["dropped"]]
-    ft = _finetune_summary(trajs, nb, cfg, notes)
-    comparison = comparison_table(trajs, kept_bytes, config=cfg, domains=domains, notes=notes)
+    ft = _finetune_summary(unclipped_trajs, nb, cfg, notes)
+    kw = {"config": cfg, "domains": domains}
+    comparison = comparison_table(trajs, kept_bytes, **kw, notes=notes, kinds=("consecutive", "seed", "size"))
+    comparison += comparison_table(unclipped_trajs, kept_bytes, **kw, kinds=("finetune",))
     _add_raw(comparison, stores, names, raw_lls, all_bytes, cfg)
     summary = {
         "units": units,

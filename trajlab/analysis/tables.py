@@ -161,6 +161,7 @@ def comparison_table(
     config: AnalysisConfig | None = None,
     domains: Sequence[str] | None = None,
     notes: list[str] | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> list[dict]:
     """Returns Table-1-style rows: consecutive-snapshot, between-seed, between-size, fine-tuned-vs-base KL.
 
@@ -171,6 +172,7 @@ def comparison_table(
         config: lag / target fractions, bootstrap size, level, seed and the per-token range (AnalysisConfig).
         domains: optional (N,) domain of each text; adds the within- and between-domain parts of Var/2.
         notes: collects why pairs were skipped.
+        kinds: only rows of these kinds (None: all).
 
     Returns:
         One dict per comparison: kind, a, step_a, b, step_b, lag (step_b - step_a for consecutive rows),
@@ -182,6 +184,7 @@ def comparison_table(
     cfg = config or AnalysisConfig()
     trajs = as_trajectories(trajectories)
     pairs = comparison_pairs(trajs, at_steps, config=cfg, notes=notes)
+    pairs = [p for p in pairs if kinds is None or p[0] in kinds]
     if not pairs:
         return []
     n = trajs[0].ll.shape[1]

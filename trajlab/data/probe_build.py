@@ -136,7 +136,7 @@ def _documents(recipe: ProbeRecipe, cache_dir: str | None):
         text = row[recipe.text_field]
         if not isinstance(text, str):
             raise ValueError(
-                f"{recipe.dataset} row {i}: field {recipe.text_field!r} is a {type(text).__name__}, not a "
+                f"{recipe.dataset} row {i}: field {recipe.text_field!r} holds {type(text).__name__}, not a "
                 "string; pick a text column with --text-field"
             )
         yield text
@@ -166,6 +166,11 @@ def _load(recipe: ProbeRecipe, cache_dir: str | None):
         if path.is_dir():
             return datasets.load_dataset(str(path), **kw)
         return datasets.load_dataset(recipe.dataset, recipe.name, **kw)
+    except StopIteration:  # datasets' json reader on an empty file
+        raise ValueError(f"{recipe.dataset} has no rows; pass a dataset with documents") from None
+    except datasets.exceptions.DatasetGenerationError as e:  # e.g. an empty parquet file
+        cause = " ".join(str(e.__cause__ or e).split())[:200]
+        raise ValueError(f"cannot read {recipe.dataset} ({cause}); check that it holds rows of text") from None
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
         raise FileNotFoundError(
             f"no dataset {recipe.dataset!r}: not a local file or folder, and the hub cannot provide it "

@@ -221,9 +221,34 @@ def _download(ref: ModelRef, revision: str, allow_pickle: bool, trust_remote_cod
     if pickle and not allow_pickle:
         raise RefusedCheckpointError(_pickle_refusal(f"{ref.name}@{revision}", weights))
     code = ["*.py"] if trust_remote_code else []
-    patterns = ["*.json", "*.txt", "*.model", "*.tiktoken", *weights, *code]
+    patterns = ["*.json", "*.txt", "*.model", "*.tiktoken", "README.md", *weights, *code]  # card: lineage
     folder = snapshot_download(ref.name, revision=revision, cache_dir=ref.cache_dir, allow_patterns=patterns)
     return Path(folder)
+
+
+def hub_branches(ref: ModelRef, offline: bool | None) -> list[str]:
+    """The branch names of a hub model: the hub's list (``list_repo_refs``), or offline the refs of the local
+    HF cache (the branches fetched so far).
+
+    Raises:
+        ValueError: not a hub model.
+        FileNotFoundError: offline and no branch of the model in the cache (the message says how to fetch).
+    """
+    if ref.kind != "hub":
+        raise ValueError(f"{ref.name} is a local folder or file, not a hub repo: it has no branch list")
+    if not local_only(ref, offline):
+        from huggingface_hub import HfApi
+
+        return [b.name for b in HfApi().list_repo_refs(ref.name).branches]
+    refs = _cache_dir(ref) / f"models--{ref.name.replace('/', '--')}" / "refs"
+    names = sorted(str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file()) if refs.is_dir() else []
+    names = [n for n in names if not n.startswith("pr/")]
+    if not names:
+        raise FileNotFoundError(
+            f"the hub is offline and the HF cache {_cache_dir(ref)} holds no branch of {ref.name}; unset "
+            "HF_HUB_OFFLINE to list its branches, or name the revisions"
+        )
+    return names
 
 
 def resolve_checkpoint(

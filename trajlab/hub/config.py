@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
+from trajlab._options import replace_options
 from trajlab.hub.revisions import PYTHIA_MAIN_STEP
+from trajlab.scoring_config import ScoringConfig
 
 if TYPE_CHECKING:
     from trajlab.hub.checkpoints import ModelRef
@@ -23,9 +25,10 @@ if TYPE_CHECKING:
     from trajlab.store import TrajectoryStore
 
 PYTHIA_WARMUP_STEPS = 1430  # 1% of 143000 optimizer steps, linear warm-up
-LongTexts = Literal["rolling", "truncate", "error"]
 Executor = Literal["local", "ray"]
-LONG_TEXTS, EXECUTORS = get_args(LongTexts), get_args(Executor)
+EXECUTORS = get_args(Executor)
+# `trajlab import` flags of earlier releases -> their place in the scoring group
+SCORING_ALIASES = {f"--{name}": f"--scoring.{name}" for name in ("long_texts", "stride", "lens_dtype", "batch_size")}
 
 
 @dataclass
@@ -45,18 +48,13 @@ class ImportConfig:
     """WeightSketch size (0: none)."""
     sketch_seed: int = 0
     """Seed of the WeightSketch projection (stores to merge need the same sketch)."""
-    batch_size: int = 8
-    """Probe texts per forward pass."""
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    """How the probe is scored (--scoring.long_texts, --scoring.stride, --scoring.lens_dtype,
+    --scoring.batch_size, ...; the flags without "scoring." still work)."""
     device: str | None = None
     """Torch device to score on ("cuda", "cpu", ...); None: where transformers loads it (the CPU)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Model dtype for scoring ("float32" gives reference numbers)."""
-    long_texts: LongTexts = "rolling"
-    """Texts longer than the context: "rolling" (sliding window, each token once), "truncate", "error"."""
-    stride: int | None = None
-    """Sliding-window stride (default: half the context)."""
-    lens_dtype: Literal["float32", "bfloat16", "auto"] | None = None
-    """Dtype of the lens GEMMs: None (the model's), "float32", "bfloat16", "auto"."""
     warmup_steps: int | None = None
     """Recorded in meta; None: 1430 for a Pythia model, else unknown."""
     max_steps: int | None = None
@@ -90,18 +88,13 @@ class ImportConfig:
     """Times Ray reruns a shard whose worker died (the rerun resumes from the shard's store)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.scoring, dict):  # from YAML or a parsed namespace
+            self.scoring = ScoringConfig(**self.scoring)
         if self.layers not in ("all", "last"):
             raise ValueError(f"layers must be 'all' or 'last', got {self.layers!r}")
         if self.window < 0 or self.sketch_k < 0:
             raise ValueError(
                 f"window and sketch_k must be >= 0 (0: none), got {self.window} and {self.sketch_k}"
-            )
-        if self.long_texts not in LONG_TEXTS:
-            raise ValueError(f"long_texts must be one of {', '.join(LONG_TEXTS)}, got {self.long_texts!r}")
-        if self.stride is not None and (self.long_texts != "rolling" or self.stride < 1):
-            raise ValueError(
-                f"stride={self.stride} needs long_texts='rolling' and stride >= 1 (got long_texts="
-                f"{self.long_texts!r}); drop --stride or fix it"
             )
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
@@ -116,11 +109,9 @@ class ImportConfig:
                 raise ValueError(f"{name} must be >= 0, got {v}")
 
     def replace(self, **overrides) -> ImportConfig:
-        """A copy with some fields changed; an unknown name is refused in one line."""
-        names = {f.name for f in dataclasses.fields(self)}
-        if unknown := sorted(set(overrides) - names):
-            raise TypeError(f"unknown import option(s) {unknown}; valid: {', '.join(sorted(names))}")
-        return dataclasses.replace(self, **overrides)
+        """A copy with some fields changed, scoring fields by their own names too (``long_texts="truncate"``;
+        `trajlab._options.replace_options`)."""
+        return replace_options(self, **overrides)
 
     def schedule_for(self, pythia: bool) -> tuple[int | None, int | None]:
         """(warmup_steps, max_steps) to record: the given ones, else Pythia's for a Pythia model, else None"""
@@ -183,14 +174,14 @@ def check_resumable(store: TrajectoryStore, ref: ModelRef, cfg: ImportConfig) ->
     spec, sketch_spec = meta.get("weights", {}).get("sketch"), None
     if cfg.sketch_k:
         sketch_spec = WeightSketch(cfg.sketch_k, cfg.sketch_seed).spec
-    long_texts = (meta.get("scoring") or {}).get("long_texts")
+    long_texts, wanted = (meta.get("scoring") or {}).get("long_texts"), cfg.scoring.long_texts
     problem = (
         "it was not written by trajlab import" if importer is None
         else f"it holds model {meta['model']['name']}, not {ref.name}" if meta["model"]["name"] != ref.name
         else f"it was scored with layers={importer['layers']!r}" if importer["layers"] != cfg.layers
         else f"its weight sketch is {spec}, not {sketch_spec}" if spec != sketch_spec
-        else f"it was scored with long_texts={long_texts!r}, not {cfg.long_texts!r}"
-        if long_texts not in (None, cfg.long_texts)
+        else f"it was scored with long_texts={long_texts!r}, not {wanted!r}"
+        if long_texts not in (None, wanted)
         else None
     )  # fmt: skip
     if problem:
@@ -231,8 +222,8 @@ def lineage_from_parent(spec: str) -> dict:
 
 def import_parser():
     """The jsonargparse parser of `trajlab import`: MODEL, --revisions, --out, --dry_run and every
-    ImportConfig field as a flag of its own name (defaults: the dataclass's), with --config FILE and
-    --print_config."""
+    ImportConfig field as a flag of its own name (the scoring group's as --scoring.NAME; defaults: the
+    dataclasses'), with --config FILE and --print_config."""
     from trajlab._args import tool_parser
 
     p = tool_parser(
@@ -254,6 +245,7 @@ def import_parser():
 def config_from(ns) -> ImportConfig:
     """The ImportConfig of a parsed `import_parser` namespace (its checks raise ValueError in one line)."""
     values = {f.name: ns[f.name] for f in dataclasses.fields(ImportConfig)}
+    values["scoring"] = ScoringConfig(**dict(vars(values["scoring"])))
     if values["probe"] is not None:  # a path or "default" (YAML reads a name like 12 as a number)
         values["probe"] = str(values["probe"])
     return ImportConfig(**values)

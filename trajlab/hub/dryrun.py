@@ -1,7 +1,8 @@
 """`trajlab import --dry-run`: what an import downloads, holds on disk and in memory, and takes per worker
-count.
+count, and the known quirks of the requested revisions (trajlab.hub.quirks).
 
-Nothing is downloaded or written and neither torch nor huggingface_hub is imported. Sizes come from the model:
+Nothing is downloaded or written and neither torch nor huggingface_hub is imported (except to list the
+branches of a non-Pythia hub model for ``--revisions olmo`` or a range). Sizes come from the model:
 Pythia sizes from their published shapes (weights served as fp16: 2 bytes per parameter), a local folder or an
 HF cache folder from its weight files. Time per revision = download (at an assumed bandwidth) + scoring (the
 forward pass and the logit lens as FLOPs, at this machine's measured fp32 matmul rate, or an assumed GPU rate
@@ -71,14 +72,16 @@ def _shape(ref) -> dict | None:
 
 def dry_run(model, revisions, out, cfg: ImportConfig | None = None, gflops: float | None = None) -> str:
     """The dry-run report (a few header lines and one table row per worker count)."""
-    from trajlab.hub.checkpoints import model_ref
+    from trajlab.hub.checkpoints import hub_branches, model_ref
+    from trajlab.hub.quirks import report
     from trajlab.hub.revisions import expand_revisions
 
     cfg = cfg or ImportConfig()
     ref = model_ref(model, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir)
-    names = expand_revisions(revisions, pythia=ref.pythia)
+    branches = (lambda: hub_branches(ref, cfg.offline)) if ref.kind == "hub" else None  # "olmo", ranges
+    names = expand_revisions(revisions, pythia=ref.pythia, branches=branches)
     shown = names if len(names) <= 5 else [*names[:4], "...", names[-1]]
-    lines = [f"{ref.name}: {len(names)} revision(s): {', '.join(shown)} -> {out}"]
+    lines = [f"{ref.name}: {len(names)} revision(s): {', '.join(shown)} -> {out}", *report(ref.name, names)]
     shape = _shape(ref)
     if shape is None:
         return "\n".join(

@@ -15,6 +15,9 @@ sketch and the exact squared distances to the previous `window` revisions that t
   skipped; the rest import. Steps in a store only increase, so import it later into another store and merge.
   Refusals (pickles without allow_pickle, not a causal LM) and offline cache misses stop the import before it
   writes anything.
+* Known quirks and lineage: the documented defects of the requested revisions (trajlab.hub.quirks) are
+  printed once and recorded as "known-quirk" notes; they explain what the hashes find, never replace them. A
+  hub model whose card names one ``base_model`` gets it as its lineage parent (trajlab.hub.cards).
 * Merging shards: trajlab.store.merge (`merge_stores`, `merge_main`, re-exported here). `executor="ray"` runs
   the shards as Ray tasks and merges them (trajlab.hub.ray_executor); `--dry-run` sizes an import first
   (trajlab.hub.dryrun). Options: `ImportConfig` (trajlab.hub.config).
@@ -38,6 +41,7 @@ from trajlab.hub.checkpoints import (
     cached_commit,
     delete_from_cache,
     load_checkpoint,
+    hub_branches,
     local_only,
     missing_message,
     model_ref,
@@ -45,6 +49,7 @@ from trajlab.hub.checkpoints import (
     weight_sha256,
 )
 from trajlab.hub.config import (
+    SCORING_ALIASES,
     ImportConfig,
     ImportResult,
     check_resumable,
@@ -53,6 +58,7 @@ from trajlab.hub.config import (
     import_probe,
     lineage_from_parent,
 )
+from trajlab.hub.quirks import NOTE_KIND, quirks_for, report
 from trajlab.store.merge import merge_main, merge_stores
 from trajlab.hub.revisions import expand_revisions, parse_shard, revision_steps, shard_part
 from trajlab.store import TrajectoryStore, is_store
@@ -87,7 +93,6 @@ class _Importer:
         self.store: TrajectoryStore | None = existing
         self.sketcher = WeightSketch(cfg.sketch_k, cfg.sketch_seed) if cfg.sketch_k else None
         self.history = WeightHistory(cfg.window) if cfg.window else None
-        self.score_kwargs = {"long_texts": cfg.long_texts, "stride": cfg.stride, "lens_dtype": cfg.lens_dtype}
         self.by_hash: dict[str, int] = {}  # weights key -> first step with those weights
         self.by_file: dict[str, int] = {}  # sha256 of one weight file -> first step with it
         self.result = ImportResult(out)
@@ -126,8 +131,9 @@ class _Importer:
         return load_checkpoint(ckpt, dtype=c.dtype, device=c.device, trust_remote_code=c.trust_remote_code,
                                tokenizer=tokenizer)
 
-    def _create_store(self, model, tok, sinfo) -> None:
+    def _create_store(self, model, tok, sinfo, ckpt: Checkpoint) -> None:
         from trajlab.data.tokenizer import tokenizer_meta
+        from trajlab.hub.cards import card_meta
 
         c = self.cfg
         warmup, total = c.schedule_for(self.ref.pythia)
@@ -145,6 +151,11 @@ class _Importer:
         meta["scoring"] = sinfo.scoring()
         if c.parent is not None:
             meta["lineage"] = lineage_from_parent(c.parent)
+        elif self.ref.kind == "hub" and (card := card_meta(self.ref.name, ckpt.folder)):
+            meta |= card  # the card's base_model: lineage to "hf:BASE" (trajlab.hub.cards)
+            base = card["base_model"]
+            print(f"{self.ref.name}: model card names base model {base['repo'] or base['repos']}; "
+                  + ("recorded as its lineage parent" if base["recorded"] else f"not recorded: {base['why']}"))
         if c.shard is not None:
             meta["shard"] = list(c.shard)
         self.store = TrajectoryStore.create(self.out, probe=self.probe, meta=meta, n_layers=sinfo.n_layers)
@@ -205,8 +216,8 @@ class _Importer:
         info = {"checkpoint": source, "weights_sha256": key, "load_s": round(load_s, 3)}
         if dup_of is None:
             t1 = time.perf_counter()
-            rows, sinfo = score_model(model, tok, self.probe, self.layers, batch_size=self.cfg.batch_size,
-                                      progress=self.cfg.progress, return_info=True, **self.score_kwargs)
+            rows, sinfo = score_model(model, tok, self.probe, self.layers, scoring=self.cfg.scoring,
+                                      progress=self.cfg.progress, return_info=True)
             # rows: (R, N)
             score_s = time.perf_counter() - t1
             n_tokens = int((sinfo.n_tokens + 1).sum())  # tokens through the forward, unscored first ones too
@@ -214,7 +225,7 @@ class _Importer:
                      "tokens_per_s": round(n_tokens / max(score_s, 1e-9), 1)}
             layer_rows = list(sinfo.rows)
             if self.store is None:
-                self._create_store(model, tok, sinfo)
+                self._create_store(model, tok, sinfo, ckpt)
             what = f"scored in {score_s:.1f} s ({info['tokens_per_s']:,.0f} tokens/s)"
         else:
             rows = self.store.snapshot_array(dup_of, "ll")
@@ -288,20 +299,35 @@ def import_checkpoints(
     given = {k: v for k, v in (("probe", probe), ("layers", layers), ("shard", shard)) if v is not None}
     cfg = (config or ImportConfig()).replace(**given, **overrides)
     ref = model_ref(model, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir)
-    names = expand_revisions(revisions, pythia=ref.pythia)
+    branches = (lambda: hub_branches(ref, cfg.offline)) if ref.kind == "hub" else None
+    names = expand_revisions(revisions, pythia=ref.pythia, branches=branches)
     if ref.kind != "hub" and len(names) > 1:
         raise ValueError(f"{ref.name} holds one revision, got {len(names)} names; pass one (or none)")
     plan = sorted(zip(revision_steps(names, pythia=ref.pythia), names, strict=True))
     if cfg.parent is not None:
         lineage_from_parent(cfg.parent)  # a bad parent is refused before anything is downloaded or written
+    if cfg.shard is not None:  # never with executor="ray" (ImportConfig refuses both)
+        cfg = cfg.replace(shard=parse_shard(cfg.shard))
+        plan = shard_part(plan, *cfg.shard)
+    for line in report(ref.name, [n for _, n in plan]):
+        print(line)
     if cfg.executor == "ray":
         from trajlab.hub.ray_executor import import_with_ray
 
-        return import_with_ray(ref, plan, Path(out), cfg)
-    if cfg.shard is not None:
-        cfg = cfg.replace(shard=parse_shard(cfg.shard))
-        plan = shard_part(plan, *cfg.shard)
-    return run_import(ref, plan, Path(out), cfg)
+        return _noted(import_with_ray(ref, plan, Path(out), cfg), ref, plan)
+    return _noted(run_import(ref, plan, Path(out), cfg), ref, plan)
+
+
+def _noted(result: ImportResult, ref: ModelRef, plan: list[tuple[int, str]]) -> ImportResult:
+    """Record each known quirk of the imported revisions (trajlab.hub.quirks) in the store notes, once."""
+    found = quirks_for(ref.name, [n for _, n in plan])
+    if found and is_store(result.store):
+        with TrajectoryStore.open(result.store, writable=True) as store:
+            noted = {n["payload"].get("id") for n in store.notes(NOTE_KIND)}
+            for q in found:
+                if q["id"] not in noted:
+                    store.add_note(NOTE_KIND, q)
+    return result
 
 
 def run_import(ref: ModelRef, plan: list[tuple[int, str]], out: Path, cfg: ImportConfig,
@@ -370,7 +396,7 @@ def import_main(argv: list[str]) -> int:
     from trajlab._args import one_line, parse_tool_args
 
     try:
-        args = parse_tool_args(import_parser(), argv)
+        args = parse_tool_args(import_parser(), argv, SCORING_ALIASES)
         cfg = config_from(args)
         if args.dry_run:
             from trajlab.hub.dryrun import dry_run

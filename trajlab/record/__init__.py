@@ -1,8 +1,9 @@
 """The record stage: the Lightning callback that snapshots a training run into a store.
 
-Modules: ``callback`` (TrajectoryCallback), ``schedule`` (which optimizer steps), ``probes`` (which probe and which
-parent store), ``settings`` (settings checks, store meta, logged numbers), ``ranks`` (DDP shares), ``writer``
-(training state kept, the background writer).
+Modules: ``callback`` (TrajectoryCallback), ``settings`` (RecordConfig: what is recorded, checked up front; the
+store's meta; the resume check), ``schedule`` (which optimizer steps), ``probes`` (which probe and which parent
+store), ``live`` (the numbers and the map logged per snapshot), ``ranks`` (DDP shares), ``writer`` (training state
+kept, the background writer).
 
 Resume (``fit(ckpt_path=...)``): the store is reopened, never rewritten. Every checkpoint first waits until the
 queued snapshots are on disk, so the store holds every snapshot the checkpoint's state names. Snapshots taken
@@ -16,5 +17,6 @@ from the scored module as each rank holds it (full parameters under DDP; sharded
 """
 
 from trajlab.record.callback import TrajectoryCallback
+from trajlab.record.settings import RecordConfig
 
-__all__ = ["TrajectoryCallback"]
+__all__ = ["RecordConfig", "TrajectoryCallback"]

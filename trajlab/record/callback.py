@@ -27,27 +27,27 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 
+from trajlab._options import UnknownOptionError, option_names
 from trajlab.analysis.figures import save_figure
 from trajlab.lens import score_model
-from trajlab.data.probe import ProbeSet
+from trajlab.record.live import MAP_FILE, snapshot_metrics, trajectory_map
 from trajlab.record.probes import parent_lineage, resolve_probe
 from trajlab.record.ranks import on_rank_zero, scores_across_ranks
 from trajlab.record.schedule import snapshot_steps
-from trajlab.record.settings import (
-    MAP_FILE, SETTINGS, check_settings, checked_resume, snapshot_metrics, store_meta, trajectory_map,
-)  # fmt: skip
+from trajlab.record.settings import RecordConfig, callback_settings, checked_resume, store_meta
 from trajlab.record.writer import Writer, training_state_preserved
+from trajlab.scoring_config import ScoringConfig
 from trajlab.sketch import WeightHistory, WeightSketch
 from trajlab.store import TrajectoryStore, check_comparable, is_store
 from trajlab.store.files import check_creatable
-
 
 
 class TrajectoryCallback(L.Callback):
@@ -55,80 +55,44 @@ class TrajectoryCallback(L.Callback):
 
     Args:
         out_dir: the store folder; None for ``<trainer.default_root_dir>/trajectory`` (the CLI's ``--run_dir``).
-        probe: what to score (see `trajlab.record.probes.resolve_probe`): None (the data module's held-out probe
-            texts), "default", "parent" (the pretraining store's probe, for fine-tuning), a store folder
-            ("store:PATH" or PATH), a ProbeSet file, or a ProbeSet. The probe is saved in the store, so a later
-            run can reuse it.
-        schedule: "pythia[:SCALE]", "log[:N]", "every:N" or a list of steps (see `trajlab.record.schedule`).
-        layers: "all" (embedding output, each block, model output) or "last" (the model's output only).
-        weights: "sketch" (WeightSketch + exact squared distances to the previous `window` snapshots), "full"
-            (the same, plus all parameters as safetensors at every `full_every`-th scheduled snapshot and at the
-            end), or "none".
-        n_texts: score only the first n_texts of the data module's held-out probe (a seeded random sample,
-            so its first texts are one too); only with that probe (probe None, or "parent" in a run that is no
-            fine-tune), since cutting a shared probe would make runs incomparable.
-        tokenizer: default ``pl_module.tokenizer``, else the data module's ``tokenizer``.
+        record: what to record and when (`RecordConfig`: probe, schedule, layers, layers_every, weights,
+            parent, the map; a dict of its fields works too, as YAML gives it).
+        scoring: how the probe is scored (`ScoringConfig`: long_texts, stride, max_length, lens_dtype,
+            prefix_bos, batch_size; or a dict).
         model: the transformers causal LM or `trajlab.lens.LensAdapter` to score, or the name of a pl_module
             attribute holding it; default ``pl_module.model``.
-        final: also snapshot the end of training when it is not a scheduled step.
-        full_every: see `weights`.
-        sketch_k: weight sketch dimension.
-        window: previous snapshots each one gets an exact weight distance to.
-        batch_size: texts per scoring forward.
-        max_length: the scoring window C (tokens); default the model's context length.
-        long_texts: a text longer than the window is scored whole with a sliding window ("rolling"), cut at
-            the window ("truncate", as version-1 stores were) or refused ("error"); see `score_model`.
-        stride: the sliding window's stride in tokens (default C // 2).
-        lens_dtype: dtype of the lens GEMMs (None: the model's; "float32", "bfloat16", "auto").
-        layers_every: with layers="all", score every lens layer at every layers_every-th scheduled snapshot
-            and at the run's last step, and the model's output only at the others.
-        parent: the store this run continues from, "PATH" (its last snapshot) or "PATH@STEP", for the lineage
-            (default: with probe="parent", the store the probe came from).
-        map_every: redraw the PCA map of the trajectory (``<store>/trajectory_map.png``, and an image for
-            TensorBoard / wandb loggers) every this many snapshots and at the end; 0: only at the end.
-        run_name: the store's meta["run"]; default the name of ``trainer.default_root_dir``.
-        queue_size: snapshots waiting for the writer thread before training waits.
+        tokenizer: default ``pl_module.tokenizer``, else the data module's ``tokenizer``.
+        **options: fields of RecordConfig or ScoringConfig, changing `record` / `scoring`
+            (``TrajectoryCallback(probe="default", schedule="every:5", long_texts="truncate")``).
+
+    Raises:
+        ValueError: a setting that cannot work, before any training (one line).
+        UnknownOptionError: an option that is no field of either (a TypeError and a ValueError).
 
     Attributes:
+        record, scoring: the options in force.
         timings: {"snapshots", "callback_s" (training-thread time in this callback), "score_s" (scoring only)}.
     """
 
     def __init__(
         self,
         out_dir: str | None = None,
-        probe: ProbeSet | str | None = None,
-        schedule: str | list[int] = "pythia",
-        layers: Literal["all", "last"] = "all",
-        weights: Literal["sketch", "full", "none"] = "sketch",
+        record: RecordConfig | None = None,
+        scoring: ScoringConfig | None = None,
         *,
-        n_texts: int | None = None,
-        tokenizer: Any = None,
         model: Any = None,
-        final: bool = True,
-        full_every: int = 4,
-        sketch_k: int = 4096,
-        window: int = 10,
-        batch_size: int = 8,
-        max_length: int | None = None,
-        long_texts: Literal["rolling", "truncate", "error"] = "rolling",
-        stride: int | None = None,
-        lens_dtype: str | None = None,
-        layers_every: int = 1,
-        parent: str | None = None,
-        map_every: int = 10,
-        run_name: str | None = None,
-        queue_size: int = 4,
+        tokenizer: Any = None,
+        **options,
     ):
-        check_settings(layers, weights, long_texts, layers_every, full_every, window, batch_size, queue_size,
-                       n_texts, map_every)  # fmt: skip
-        snapshot_steps(schedule, 1)  # a bad spec fails here, before training
-        self.out_dir, self.probe, self.n_texts, self.schedule = out_dir, probe, n_texts, schedule
-        self.layers, self.weights, self.tokenizer, self.model = layers, weights, tokenizer, model
-        self.final, self.full_every, self.sketch_k, self.window = final, full_every, sketch_k, window
-        self.batch_size, self.max_length, self.map_every = batch_size, max_length, map_every
-        self.long_texts, self.stride, self.lens_dtype = long_texts, stride, lens_dtype
-        self.layers_every, self.parent = layers_every, parent
-        self.run_name, self.queue_size = run_name, queue_size
+        record = RecordConfig(**record) if isinstance(record, Mapping) else record or RecordConfig()
+        scoring = ScoringConfig(**scoring) if isinstance(scoring, Mapping) else scoring or ScoringConfig()
+        names = option_names(ScoringConfig)
+        if unknown := sorted(set(options) - names - option_names(RecordConfig)):
+            raise UnknownOptionError(f"unknown TrajectoryCallback option(s) {unknown}: pass fields of "
+                                     "RecordConfig or ScoringConfig")
+        self.scoring = scoring.replace(**{k: v for k, v in options.items() if k in names})
+        self.record = record.replace(**{k: v for k, v in options.items() if k not in names})
+        self.out_dir, self.model, self.tokenizer = out_dir, model, tokenizer
         self.timings = {"snapshots": 0, "callback_s": 0.0, "score_s": 0.0}
         self._restored: dict | None = None
         self._writer: Writer | None = None
@@ -155,16 +119,17 @@ class TrajectoryCallback(L.Callback):
             Path(self.out_dir) if self.out_dir is not None else Path(trainer.default_root_dir) / "trajectory"
         )
         init_from = getattr(getattr(pl_module, "hparams", None), "init_from", None)
-        self._probe, self._parent = resolve_probe(self.probe, trainer.datamodule, init_from, self.n_texts)
+        rec = self.record
+        self._probe, self._parent = resolve_probe(rec.probe, trainer.datamodule, init_from, rec.n_texts)
         if len(self._probe) < max(2, trainer.world_size):
             raise ValueError(f"the probe has {len(self._probe)} texts; KL needs >= 2 and DDP one per rank")
         self._lineage = self._parent_meta = None
-        spec = self.parent
+        spec = rec.parent
         if spec is None and self._parent and self._parent["step"] is not None:  # probe="parent"
             spec = f"{self._parent['store']}@{self._parent['step']}"  # (a parent without snapshots: no lineage)
         if spec:  # refuses a parent scored another way (truncated vs whole texts) before training starts
             self._lineage, self._parent, self._parent_meta = parent_lineage(
-                spec, self._probe.fingerprint, self.long_texts, f"this run ({self._path})"
+                spec, self._probe.fingerprint, self.scoring.long_texts, f"this run ({self._path})"
             )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -184,13 +149,13 @@ class TrajectoryCallback(L.Callback):
         if not np.isfinite(max_steps):
             raise ValueError("TrajectoryCallback needs a finite run: set trainer.max_steps or max_epochs")
         start, self._max_steps = trainer.global_step, int(max_steps)
-        order = snapshot_steps(self.schedule, int(max_steps))
+        order = snapshot_steps(self.record.schedule, int(max_steps))
         self._todo = {s: i for i, s in enumerate(order) if s >= start}  # step -> index in the schedule
         self._rows, self._last_step, self._drawn, self._warned = [], None, 0, False
         with training_state_preserved(self._module), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncation warnings; the real snapshots report them
             one = self._probe.texts[:1]
-            _, info = score_model(self._model, self._tok, one, "last", **self._score_opts(), return_info=True)
+            _, info = score_model(self._model, self._tok, one, "last", scoring=self.scoring, return_info=True)
         start_stored = on_rank_zero(
             trainer, "opening the store", self._open, trainer, pl_module, info.n_layers, order
         )
@@ -203,8 +168,8 @@ class TrajectoryCallback(L.Callback):
     def _open(self, trainer: L.Trainer, pl_module: L.LightningModule, n_layers: int, order: list[int]) -> bool:
         """Rank zero: open the store (or check that it can be created at the first snapshot) and pick up what it
         holds; True if the start step needs no scoring."""
-        settings = {k: getattr(self, k) for k in SETTINGS} | {"world_size": trainer.world_size}
-        run = self.run_name or Path(trainer.default_root_dir).resolve().name
+        settings = callback_settings(self.record, self.scoring, trainer.world_size)
+        run = self.record.run_name or Path(trainer.default_root_dir).resolve().name
         max_steps = trainer.max_steps if trainer.max_steps >= 0 else None
         self._meta = store_meta(
             run, pl_module, self._model, self._tok, settings, self._parent,
@@ -232,11 +197,12 @@ class TrajectoryCallback(L.Callback):
         self._stored = {s: r for s, r in zip(steps, rows) if s >= start and not (s == start and certified)}
         self._last_stored = steps[-1] if steps else -1
         self._sketch = self._history = None
-        if self.weights != "none":
-            self._sketch, self._history = WeightSketch(self.sketch_k), WeightHistory(self.window)
+        if self.record.weights != "none":
+            self._sketch = WeightSketch(self.record.sketch_k)
+            self._history = WeightHistory(self.record.window)
             if certified:
                 self._history.push(start, self._module)
-        self._store, self._writer = store, Writer(self.queue_size)
+        self._store, self._writer = store, Writer(self.record.queue_size)
         return certified
 
     # ---- snapshots ----
@@ -246,7 +212,7 @@ class TrajectoryCallback(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
-        if step in self._todo or (self.final and step != self._last_step):
+        if step in self._todo or (self.record.final and step != self._last_step):
             self._snapshot(trainer, pl_module, step, self._todo.pop(step, None), end=True)
         t0 = time.perf_counter()
         if trainer.is_global_zero:
@@ -263,9 +229,9 @@ class TrajectoryCallback(L.Callback):
     def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, index: int | None,
                   end: bool = False) -> None:  # fmt: skip
         t0 = time.perf_counter()
-        every = index is not None and index % self.layers_every == 0
+        every = index is not None and index % self.record.layers_every == 0
         self._layers_now = (
-            "all" if self.layers == "all" and (every or end or step == self._max_steps) else "last"
+            "all" if self.record.layers == "all" and (every or end or step == self._max_steps) else "last"
         )
         with training_state_preserved(self._module):
             scored = scores_across_ranks(  # (R + 1, N) on every rank: LL rows, then scored tokens per text
@@ -282,17 +248,14 @@ class TrajectoryCallback(L.Callback):
         self.timings["score_s"] += score_s
         self.timings["callback_s"] += time.perf_counter() - t0
 
-    def _score_opts(self) -> dict:
-        keys = ("max_length", "long_texts", "stride", "lens_dtype")
-        return {k: getattr(self, k) for k in keys}
-
     def _score_texts(self, texts: list[str]) -> np.ndarray:
         """(R + 1, len(texts)): the LL rows, then the scored tokens of each text; the scorer's warnings (e.g.
         truncation) are shown at the first snapshot only."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            opts = {"batch_size": self.batch_size, **self._score_opts(), "return_info": True}
-            ll, self._info = score_model(self._model, self._tok, texts, self._layers_now, **opts)
+            ll, self._info = score_model(
+                self._model, self._tok, texts, self._layers_now, scoring=self.scoring, return_info=True
+            )
         if not self._warned:
             self._warned = True
             for w in caught:
@@ -325,7 +288,7 @@ class TrajectoryCallback(L.Callback):
             sketch = full = None
             if self._history is not None:
                 sketch, dists = self._sketch.sketch(self._module), self._history.push(step, self._module)
-            if self.weights == "full" and (index is None or index % self.full_every == 0):
+            if self.record.weights == "full" and (index is None or index % self.record.full_every == 0):
                 full = {
                     n: p.detach().to("cpu", torch.float32, copy=True).numpy()
                     for n, p in self._module.named_parameters()
@@ -344,7 +307,7 @@ class TrajectoryCallback(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         self._rows.append((step, last))
-        if self.map_every and len(self._rows) - self._drawn >= self.map_every:
+        if self.record.map_every and len(self._rows) - self._drawn >= self.record.map_every:
             self._draw_map(trainer, step)
 
     def _store_for(self, scoring: dict) -> TrajectoryStore:

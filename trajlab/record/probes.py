@@ -26,7 +26,9 @@ def resolve_probe(
             (``<init_from>/../trajectory``, the layout of a trajlab run folder: ``<run>/hf`` beside
             ``<run>/trajectory``), or, for a run that is no fine-tune (or whose parent has no store: with a
             warning), the data module's held-out probe; a store folder (or "store:PATH") for that store's
-            probe; or a file saved with ProbeSet.save.
+            probe; or a probe JSON file (`ProbeSet.from_json`: a list of texts such as the paper's
+            data/texts.json, a list of {"text", "domain"} objects, or a file written by ProbeSet.to_json / save,
+            e.g. by `trajlab probe build`).
         datamodule: where probe=None finds ``probe_texts`` (and ``hparams.corpus`` for the name).
         init_from: the folder the fine-tuned model was loaded from, for probe="parent".
         n_texts: keep the first n_texts of the data module's held-out probe (refused with any other probe).
@@ -71,7 +73,7 @@ def resolve_probe(
         return ProbeSet.load(path), None
     raise FileNotFoundError(
         f"probe {probe!r}: no such store folder or probe file; use None, 'default', 'parent', a ProbeSet, a "
-        "trajectory store folder or a file written by ProbeSet.save"
+        "trajectory store folder or a probe JSON file (a list of texts, or written by ProbeSet.to_json / save)"
     )
 
 

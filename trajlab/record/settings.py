@@ -1,62 +1,101 @@
-"""What a TrajectoryCallback records besides the scores: its settings checked up front, the store's meta, and
-the numbers and map logged per snapshot (from trajlab.analysis, the one KL estimate)."""
+"""What a TrajectoryCallback is set to record (`RecordConfig`, checked before any training), the meta.json of
+its store, and whether a resumed run may continue the store it names."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from trajlab.analysis import embed, kl_paired
-from trajlab.analysis.figures import map_figure
-from trajlab.store.meta import LONG_TEXTS, model_meta
+from trajlab._options import replace_options
+from trajlab.data.probe import ProbeSet
 from trajlab.data.tokenizer import tokenizer_meta
+from trajlab.record.schedule import snapshot_steps
+from trajlab.scoring_config import ScoringConfig
+from trajlab.store.meta import model_meta
 
-MAP_FILE = "trajectory_map.png"  # in the store folder
-# What the store's meta["config"]["callback"] records.
-SETTINGS = (
-    "probe", "n_texts", "schedule", "layers", "weights", "final", "full_every", "sketch_k", "window",
-    "long_texts", "stride", "lens_dtype", "layers_every", "parent",
-)  # fmt: skip
+# RecordConfig fields that say how the run is written and shown, not what is recorded: left out of the meta.
+_NOT_RECORDED = ("map_every", "run_name", "queue_size")
 
 
-def check_settings(
-    layers: str,
-    weights: str,
-    long_texts: str,
-    layers_every: int,
-    full_every: int,
-    window: int,
-    batch_size: int,
-    queue_size: int,
-    n_texts: int | None,
-    map_every: int,
-) -> None:
-    """Refuse, in one line, a TrajectoryCallback setting that cannot work (before any training)."""
-    if layers not in ("all", "last"):
-        raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
-    if long_texts not in LONG_TEXTS:
-        raise ValueError(f"long_texts must be one of {LONG_TEXTS}, got {long_texts!r}")
-    if isinstance(layers_every, bool) or not isinstance(layers_every, int) or layers_every < 1:
-        raise ValueError(
-            f"layers_every must be an int >= 1 (1: every layer at every snapshot), got {layers_every!r}"
-        )
-    if layers_every > 1 and layers == "last":
-        raise ValueError(
-            f"layers_every={layers_every} needs layers='all' (with 'last' no lens layer is scored)"
-        )
-    if weights not in ("sketch", "full", "none"):
-        raise ValueError(f"weights must be 'sketch', 'full' or 'none', got {weights!r}")
-    if min(full_every, window, batch_size, queue_size, n_texts or 2) < 1 or map_every < 0 or n_texts == 1:
-        raise ValueError(
-            "full_every, window, batch_size and queue_size must be >= 1, n_texts >= 2 (KL needs "
-            "two texts), map_every >= 0"
-        )
+def _count(name: str, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """What a `TrajectoryCallback` records and when (the scoring itself: `ScoringConfig`)."""
+
+    probe: ProbeSet | str | None = None
+    """What to score (`trajlab.record.probes.resolve_probe`): None (the data module's held-out probe texts),
+    "default", "parent" (the pretraining store's probe, for fine-tuning), a store folder ("store:PATH" or
+    PATH), a ProbeSet file, or a ProbeSet. The probe is saved in the store, so a later run can reuse it."""
+    n_texts: int | None = None
+    """Score only the first n_texts (>= 2) of the data module's held-out probe (a seeded sample, so its first
+    texts are one too); only with that probe, since cutting a shared probe would make runs incomparable."""
+    schedule: str | list[int] = "pythia"
+    """Snapshot steps: "pythia[:SCALE]", "log[:N]", "every:N" or a list of steps (`trajlab.record.schedule`)."""
+    layers: Literal["all", "last"] = "all"
+    """ "all" (embedding output, each block, model output, through the logit lens) or "last" (the model's)."""
+    layers_every: int = 1
+    """With layers="all": every lens layer at every layers_every-th scheduled snapshot and at the run's last
+    step, the model's output only at the others."""
+    weights: Literal["sketch", "full", "none"] = "sketch"
+    """ "sketch" (WeightSketch + exact squared distances to the previous `window` snapshots), "full" (the same,
+    plus all parameters as safetensors at every full_every-th scheduled snapshot and at the end), "none"."""
+    full_every: int = 4
+    """See `weights`."""
+    sketch_k: int = 4096
+    """Weight sketch dimension."""
+    window: int = 10
+    """Previous snapshots each one gets an exact weight distance to."""
+    final: bool = True
+    """Also snapshot the end of training when it is not a scheduled step."""
+    parent: str | None = None
+    """The store this run continues from, "PATH" (its last snapshot) or "PATH@STEP", for the lineage (default:
+    with probe="parent", the store the probe came from)."""
+    map_every: int = 10
+    """Redraw the PCA map of the trajectory (<store>/trajectory_map.png, and an image for TensorBoard / wandb
+    loggers) every this many snapshots and at the end; 0: only at the end."""
+    run_name: str | None = None
+    """The store's meta["run"]; default the name of trainer.default_root_dir."""
+    queue_size: int = 4
+    """Snapshots waiting for the writer thread before training waits."""
+
+    def __post_init__(self) -> None:
+        if self.layers not in ("all", "last"):
+            raise ValueError(f"layers must be 'all' or 'last', got {self.layers!r}")
+        _count("layers_every", self.layers_every, 1)
+        if self.layers_every > 1 and self.layers == "last":
+            raise ValueError(
+                f"layers_every={self.layers_every} needs layers='all' (with 'last' no lens layer is scored)"
+            )
+        if self.weights not in ("sketch", "full", "none"):
+            raise ValueError(f"weights must be 'sketch', 'full' or 'none', got {self.weights!r}")
+        for name in ("full_every", "sketch_k", "window", "queue_size"):
+            _count(name, getattr(self, name), 1)
+        _count("map_every", self.map_every, 0)
+        if self.n_texts is not None:
+            _count("n_texts (KL needs two texts)", self.n_texts, 2)
+        snapshot_steps(self.schedule, 1)  # a bad spec fails here, before training
+
+    def replace(self, **options) -> RecordConfig:
+        """A copy with some options changed (`trajlab._options.replace_options`)."""
+        return replace_options(self, **options)
+
+
+def callback_settings(record: RecordConfig, scoring: ScoringConfig, world_size: int) -> dict:
+    """What the store's meta["config"]["callback"] records: what and how the callback scores, and on how many
+    ranks."""
+    out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name not in _NOT_RECORDED}
+    return out | dataclasses.asdict(scoring) | {"world_size": world_size}
 
 
 def store_meta(
@@ -96,57 +135,6 @@ def store_meta(
     if lineage:
         meta["lineage"] = lineage
     return json.loads(json.dumps(meta, default=str))  # tuples, dtypes, paths: JSON values
-
-
-def snapshot_metrics(
-    ll: np.ndarray, earlier: list[np.ndarray], n_bytes: np.ndarray, sq_dists: dict[int, float]
-) -> dict[str, float]:
-    """Logged numbers of one snapshot: KL to the first and previous snapshot (bits/byte and nats), between
-    adjacent lens layers (bits/byte) and the weight distance to the previous snapshot.
-
-    Args:
-        ll: (R, N) this snapshot's LL rows; the last row is the model's output.
-        earlier: [] or [first, previous] (N,) last-layer LL of earlier snapshots.
-        n_bytes: (N,) UTF-8 bytes per probe text.
-        sq_dists: {earlier step: exact squared weight distance}.
-    """
-    out = {}
-    for name, ref in zip(("first", "prev"), earlier):
-        out[f"traj/kl_{name}"] = float(kl_paired(ref, ll[-1], n_bytes)[0])
-        out[f"traj/kl_{name}_nats"] = float(kl_paired(ref, ll[-1])[0])
-    if len(ll) > 1:
-        for layer, kl in enumerate(kl_paired(ll[:-1], ll[1:], n_bytes), start=1):
-            out[f"traj/kl_layer_{layer}"] = float(kl)  # KL(layer - 1, layer)
-    if sq_dists:
-        out["traj/w_dist_prev"] = float(np.sqrt(sq_dists[max(sq_dists)]))
-    return out
-
-
-def trajectory_map(rows: list[tuple[int, np.ndarray]], n_bytes: np.ndarray, title: str, loggers: list = ()):
-    """PCA map (KL units, bits/byte) of the (step, (N,) last-layer LL) rows, K >= 3; line width: consecutive KL.
-    Also logged as an image to the TensorBoard / wandb loggers among `loggers`."""
-    steps, ll = np.array([s for s, _ in rows]), np.stack([r for _, r in rows])
-    fig = map_figure(
-        {"PCA": embed(ll, "pca", 2, n_bytes)}, steps, kl_paired(ll[:-1], ll[1:], n_bytes), title
-    )
-    log_map_image(list(loggers), fig, steps[-1])
-    return fig
-
-
-def log_map_image(loggers: list, fig, step: int) -> None:
-    """Log the trajectory map figure as an image to the TensorBoard and wandb loggers among `loggers`."""
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
-    image_loggers = [lg for lg in loggers if isinstance(lg, TensorBoardLogger | WandbLogger)]
-    if not image_loggers:
-        return
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
-    for lg in image_loggers:
-        if isinstance(lg, TensorBoardLogger):
-            lg.experiment.add_image("traj/map", image, global_step=step, dataformats="HWC")
-        else:
-            lg.log_image("traj/map", [image], step=step)
 
 
 def checked_resume(path, restored: dict | None, steps: list[int], order: list[int], start: int) -> dict | None:

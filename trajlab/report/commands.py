@@ -55,9 +55,10 @@ _COMMANDS = {
 }
 
 
-def command_parser(command: str):
+def command_parser(command: str, preset: str | None = None):
     """The jsonargparse parser of `trajlab analyze` or `trajlab report`: the paths, ``--out`` and every
-    AnalysisConfig field (defaults: the dataclasses'), with ``--config FILE`` and ``--print_config``."""
+    AnalysisConfig field (defaults: the dataclasses', or the named preset's), with ``--config FILE``,
+    ``--print_config`` and ``--preset NAME``."""
     from trajlab._args import tool_parser
 
     positional, what, description = _COMMANDS[command]
@@ -68,18 +69,28 @@ def command_parser(command: str):
     else:
         p.add_argument("--out", type=str, required=True, help="output folder")
     p.add_class_arguments(AnalysisConfig, nested_key=None, as_group=False)
+    p.add_argument("--preset", type=str, default=None, help="named analysis conventions, e.g. kishino2025 "
+                   "(the authors' code; docs/analysis.md); other flags change it further")
+    if preset is not None:
+        p.set_defaults(dataclasses.asdict(AnalysisConfig.preset(preset)))
     return p
 
 
 def _parse(command: str, argv: list[str]):
     from trajlab._args import parse_tool_args
 
-    return parse_tool_args(command_parser(command), argv, ANALYSIS_ALIASES)
+    preset = None
+    for i, arg in enumerate(argv):  # the preset sets the defaults the other flags change
+        if arg == "--preset" and i + 1 < len(argv):
+            preset = argv[i + 1]
+        elif arg.startswith("--preset="):
+            preset = arg.split("=", 1)[1]
+    return parse_tool_args(command_parser(command, preset), argv, ANALYSIS_ALIASES)
 
 
 def _analysis_config(ns) -> AnalysisConfig:
     values = {f.name: ns[f.name] for f in dataclasses.fields(AnalysisConfig)}
-    for name in ("target_fractions", "at_steps"):  # YAML lists -> the dataclass's tuples
+    for name in ("target_fractions", "at_steps", "exclude"):  # YAML lists -> the dataclass's tuples
         values[name] = None if values[name] is None else tuple(values[name])
     return AnalysisConfig(**values)
 

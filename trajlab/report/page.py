@@ -1,20 +1,30 @@
 """The report page: stores in, one self-contained HTML page and its summary.json out.
 
-`write_report` accepts run folders (a training run with
-``trajectory/`` and ``metrics.csv``), store folders, or any folder holding several of them (``runs/demo``); it
-analyses each group of stores that share a probe set, plots the training curves, and writes ``report.html`` with
-every figure embedded (data URIs) and ``summary.json`` with every number the page shows.
+`write_report` accepts run folders (a training run with ``trajectory/`` and ``metrics.csv``), store folders, or
+any folder holding several of them (``runs/demo``); it analyses each group of stores that share a probe set, plots
+the training curves, and writes ``report.html`` and ``summary.json`` with every number the page shows.
+
+The page reads top down: a paragraph and the verdict table (findings.py), then one section per store
+(run_section.py) and per probe group (group_section.py). Interactive figures are plotly (plots.py) with plotly.js
+inlined once, so the page opens offline; PNGs without an interactive twin are embedded as data URIs, the others
+lie beside the page for papers. docs/report.md describes the page, its section ids and its size budget.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
 
-from trajlab._io import read_csv_log, write_atomic
-from trajlab.store import TrajectoryStore, is_store, open_stores
+from trajlab._io import write_atomic
+from trajlab.report.context import PageContext
+from trajlab.report.csv_log import read_csv_log
+from trajlab.report.findings import findings_of, summary_paragraph, verdict_table
+from trajlab.report.group_section import group_sections
+from trajlab.report.html import img, table
+from trajlab.report.plots import plotly_js
+from trajlab.report.values import max_nats_per_token, tsne_min_snapshots
+from trajlab.store import TrajectoryStore, is_store
 
 
 def find_stores(paths: list[str | Path]) -> list[Path]:
@@ -65,164 +75,90 @@ def _curves_figure(curves: dict[str, dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-# ---------------------------------------------------------------- HTML
+# ---------------------------------------------------------------- the page
 
-
-def _fmt(x) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return html.escape(str(x))
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _img(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-
-def _interval(x, lo, hi) -> str:
-    return f"{_fmt(x)} [{_fmt(lo)}, {_fmt(hi)}]"
-
-
-def _recorded(value, recorded: bool) -> str:
-    return _fmt(value) if recorded else f"{_fmt(value)} (assumed)"
-
-
-def _notes(notes: list[str]) -> str:
-    return "<ul class=notes>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>" if notes else ""
-
-
-def _run_section(rec: dict, units: str, level: float) -> str:
-    ck = rec["consecutive_kl"] or []
-    pct = f"{level:.0%}"
-    parts = [f"<h3>{html.escape(rec['run'])}</h3>",
-             _table(["snapshots", "first step", "last step", "warm-up steps", "max steps",
-                     f"consecutive KL first ({units})", f"consecutive KL last ({units})", f"KL first→last ({units})"],
-                    [[len(rec["steps"]), rec["steps"][0], rec["steps"][-1],
-                      _recorded(rec.get("warmup_steps"), rec.get("warmup_recorded", True)),
-                      _recorded(rec.get("max_steps"), rec.get("max_steps_recorded", True)), ck[0] if ck else None, ck[-1] if ck else None, rec["kl_to_first"][-1]]])]
-    if rec.get("kl_to_parent"):
-        tp = rec["kl_to_parent"]
-        parts.append(f"<p>KL to the parent snapshot {html.escape(tp['parent'])}@{tp['step']}: first snapshot "
-                     f"{_fmt(tp['kl'][0])}, last {_fmt(tp['kl'][-1])} {units}.</p>")
-    if rec["maps"]:
-        parts.append(
-            "<h4>Spiral test: |winding| about the centroid vs random walks with the same step sizes</h4>"
-            + _table(["map", "t-SNE perplexity", "|winding| (turns)", "null mean", "null 95% quantile", "p",
-                      "random walks"],
-                     [[m, s["spiral"].get("perplexity"), s["spiral"]["winding_turns"], s["spiral"]["null_mean"],
-                       s["spiral"]["null_q95"], s["spiral"]["p_value"], s["spiral"]["n_null"]]
-                      for m, s in rec["maps"].items()]))
-    lt = rec.get("layer_threads")
-    if lt:
-        t, thirds = lt["test"], lt["thirds"]
-        parts.append(
-            "<h4>Layer threads (adjacent-layer KL, cf. the paper's Table 3) vs the same layers shuffled</h4>"
-            + _table(["early", "middle", "last", f"non-adjacent pairs ({units})",
-                      "thread score (adjacent / non-adjacent)", "null mean (shuffled layers)", "p",
-                      "permutations", "smallest reachable p"],
-                     [[thirds.get("early"), thirds.get("middle"), thirds.get("last"), lt["nonadjacent_kl"],
-                       t["thread_score"], t["null_mean"], t["p_value"],
-                       f"{t['n_perms']} ({'all' if t['exact'] else 'random'})", t["min_p"]]])
-            + (f"<p class=notes>{html.escape(t['note'])}</p>" if t.get("note") else ""))
-    rows = []
-    for space, d in rec["diffusion"].items():
-        s, used = d["summary"], d["fits_used"]
-        rows.append([space, d["source"], _interval(s["median"], s["ci_low"], s["ci_high"]), used["n"],
-                     f"{used['t0_first']}–{used['t0_last']}" if used["n"] else "–", used["window"],
-                     used["min_t0"], "yes" if used["full_windows"] else "no"])
-    if rows:
-        parts.append(f"<h4>Diffusion exponents (ln y = c ln Δt + b), median with {pct} start-point bootstrap</h4>"
-                     + _table(["space", "from", "median c", "fits", "start steps", "window", "starts from step",
-                               "full windows only"], rows))
-    order = rec.get("exponent_order")
-    if order and order.get("n_starts"):
-        parts.append(_table(["c_LL < c_W", "median c_LL", "median c_W", f"c_W − c_LL [{pct}]",
-                             "share of resamples with c_W ≤ c_LL", "starts", "paired"],
-                            [["", order["small"], order["large"], _interval(order["diff"], order["lo"], order["hi"]),
-                              order["p_value"], order["n_starts"], order["paired"]]]))
-    parts.append(_notes(rec["notes"]))
-    return "\n".join(parts)
-
-
-def _comparison_section(summary: dict) -> str:
-    rows, bits = summary["comparison"], summary["units"] == "bits/byte"
-    level = f"{summary['options']['level']:.0%}"
-    unit = "bits/byte" if bits else "nats/text"
-    key = "bits_per_byte" if bits else "nats"
-    domains = rows and "within_nats" in rows[0]
-    header = ["kind", "a", "step a", "b", "step b", "lag", f"KL ({unit}) [{level} text bootstrap]",
-              "KL (nats/token)", "beyond checked range"]
-    if domains:
-        header += [f"within domains ({unit})", f"between domains ({unit})"]
-    body = []
-    for r in rows:
-        row = [r["kind"], r["a"], r["step_a"], r["b"], r["step_b"], r.get("lag"),
-               _interval(r[f"kl_{key}"], r[f"ci_lo_{key}"], r[f"ci_hi_{key}"]), r.get("kl_nats_per_token"),
-               {True: "yes", False: "no", None: "–"}[r.get("beyond_checked_range")]]
-        if domains:
-            row += [r[f"within_{key}"], r[f"between_{key}"]]
-        body.append(row)
-    o = summary["options"]
-    if o["at_steps"] is None:
-        consecutive = (f"a lag of the smallest recorded spacing ≥ {o['lag_fraction']:.3%} of max_steps, at the first "
-                       "snapshot at or after " + ", ".join(f"{f:.1%}" for f in o["target_fractions"])
-                       + " of max_steps, after warm-up")
-    else:
-        consecutive = "the given steps " + ", ".join(map(str, o["at_steps"])) + " and the next snapshot"
-    return ("<h3>KL table (cf. the paper's Table 1)</h3>"
-            f"<p>Consecutive pairs: {consecutive}. KL per token uses the stores' recorded token counts; pairs above "
-            f"{o['max_nats_per_token']} nat/token are beyond the range where Var/2 was checked against the exact KL."
-            "</p>" + _table(header, body))
-
-
-def _group_section(summary: dict, folder: Path) -> str:
-    units = summary["units"]
-    level = summary["options"]["level"]
-    parts = [(f"<p>{summary['n_texts_kept']} of {summary['n_texts']} probe texts, mean "
-              f"{summary['mean_bytes']:.1f} bytes; KL in {units} (Var/2 estimator).</p>")]
-    parts += [_run_section(rec, units, level) for rec in summary["runs"].values()]
-    if summary["comparison"]:
-        parts.append(_comparison_section(summary))
-    ft = summary.get("finetune_vs_base")
-    if ft:
-        parts.append("<h3>Fine-tuned vs base (cf. the paper's Table 2); random pairs: different lineage roots</h3>"
-                     + _table(["", "median", "mean", "SD", "n"],
-                              [[k, ft[k]["median"], ft[k]["mean"], ft[k]["sd"], ft[k]["n"]] for k in ("pairs", "random")]))
-        o = ft.get("order")
-        if o:
-            parts.append(_table(["mean KL fine-tune pairs < random pairs", f"difference [{level:.0%}]",
-                                 "share of resamples where it fails"],
-                                [["", _interval(o["diff"], o["lo"], o["hi"]), o["p_value"]]]))
-    joint = summary.get("joint_map")
-    if joint and joint.get("tsne_perplexity") is not None:
-        parts.append(f"<p>Joint maps of all {joint['n_points']} snapshots: t-SNE perplexity = min(30, (K − 1) / 3) = "
-                     f"{joint['tsne_perplexity']:.3g} for K = {joint['n_points']}.</p>")
-    parts += [_img(folder / f, f) for f in summary["figures"]]
-    parts.append(_notes(summary["notes"]))
-    return "\n".join(parts)
-
-
-_CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+_CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{color:#666;font-size:12px}
-.notes{color:#885}"""
-# Marks the page once loaded: how many images it has and how many failed (read by automated checks).
-_LOAD_CHECK = ("<script>addEventListener('load',()=>{const i=[...document.images];"
-               "document.body.dataset.images=i.length;"
-               "document.body.dataset.broken=i.filter(x=>!x.complete||x.naturalWidth===0).length;});</script>")
+.notes{color:#885}.lede{font-size:15px;max-width:70em}.static{font-size:12px;color:#666}
+table.verdicts td{text-align:left;vertical-align:top}table.verdicts td:nth-child(4){text-align:right}
+.verdict.holds{color:#1a7f37}.verdict.fails{color:#a33}.verdict.open{color:#666}
+.beyond{background:#fff3cd;color:#8a5300;padding:0 2px}nav{font-size:13px;color:#555}
+section{margin-top:.5em}h4{margin-bottom:.3em}"""
+# Marks the page once loaded (read by automated checks): images and broken ones, plots drawn and expected.
+_LOAD_CHECK = ("<script>addEventListener('load',()=>{const i=[...document.images],b=document.body.dataset;"
+               "b.images=i.length;b.broken=i.filter(x=>!x.complete||x.naturalWidth===0).length;"
+               "b.plots=[...document.querySelectorAll('.js-plotly-plot')].filter(d=>d.querySelector('svg.main-svg'))"
+               ".length;});</script>")
+_TSNE_WHY = ("t-SNE maps and their spiral tests are drawn only for trajectories of at least {least} snapshots; "
+             "here not for {which}. Why: t-SNE's perplexity must be below the number of points, and on a handful "
+             "of points every point is every other's neighbour, so the layout (and a winding measured on it) says "
+             "nothing that the PCA map does not.")
+
+
+def _resolved(findings: list[dict], aliases: dict[str, str], group: int) -> list[dict]:
+    """The findings with each section id mapped to the id it got on the page (ids repeat across groups)."""
+    return [{**f, "group": group, "section": aliases.get(f.get("section"), f.get("section"))} for f in findings]
+
+
+def _training_section(training: dict, out: Path, ctx: PageContext) -> str:
+    final = [[run, c["train_loss"][-1][1] if c["train_loss"] else None,
+              c["val_loss"][0][1] if c["val_loss"] else None, c["val_loss"][-1][1] if c["val_loss"] else None]
+             for run, c in training.items()]
+    body = table(["run", "final train loss", "first val loss", "last val loss"], final)
+    if (out / "training_curves.png").exists():
+        body += img(out / "training_curves.png", "training_curves.png")
+    return ctx.section("training", "Training", body, level=2)
+
+
+def render_page(report: dict, out: Path, store_paths: list[str]) -> tuple[str, list[dict], int]:
+    """Returns (the page's HTML, the verdict table's findings, the number of interactive plots).
+
+    Args:
+        report: {"groups": [{"probe_fingerprint", "folder", "summary"}], "training": {run: curves}}.
+        out: the page's folder (analysis folders and training_curves.png lie in it).
+        store_paths: the stores' paths, for the header.
+    """
+    ctx = PageContext(curves=report.get("training") or {})
+    ctx.ids.update({"summary", "tsne-note"})
+    sections, findings, stores, units, groups = [], [], [], [], report.get("groups") or []
+    for i, g in enumerate(groups):
+        summary = g["summary"]
+        ctx.start_group(out / g["folder"])
+        runs = ", ".join(summary.get("runs") or {})
+        body = group_sections(summary, ctx)
+        head = f"Probe set {g['probe_fingerprint'][:12]}… ({runs})" if len(groups) > 1 else f"Stores ({runs})"
+        sections.append(ctx.section(f"group-{i}", head, body, level=2))
+        findings += _resolved(findings_of(summary), ctx.aliases[-1], i)
+        units.append(summary.get("units", ""))
+        for run, rec in (summary.get("runs") or {}).items():
+            lt = rec.get("layer_threads")
+            stores.append((run, len(rec.get("steps") or []), (rec.get("meta") or {}).get("n_layers") if lt else None))
+    if report.get("training"):
+        sections.append(_training_section(report["training"], out, ctx))
+    limit = max(max_nats_per_token(g["summary"]) for g in groups) if groups else 1.0
+    top = [summary_paragraph(stores, findings, units, ctx.n_flagged),
+           f'<section id="summary"><h2>Findings</h2>{verdict_table(findings, ctx.ids, limit)}</section>']
+    if ctx.tsne_skipped:
+        least = min(tsne_min_snapshots(g["summary"]) for g in groups)
+        which = ", ".join(f"{html.escape(r)} ({k} snapshots)" for r, k in ctx.tsne_skipped)
+        top.append(f'<p class=notes id="tsne-note">{_TSNE_WHY.format(least=least, which=which)}</p>')
+    nav = " · ".join(f'<a href="#{html.escape(s)}">{html.escape(t)}</a>' for s, t in
+                     [(f"group-{i}", f"stores {i + 1}" if len(groups) > 1 else "stores") for i in range(len(groups))]
+                     + ([("training", "training")] if report.get("training") else []))
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>trajlab report</title><style>{_CSS}</style>"
+            f"{plotly_js()}{_LOAD_CHECK}</head><body data-plots-expected={ctx.plots.count}>"
+            f"<h1>trajlab report</h1>{''.join(top)}<nav>Sections: {nav}. Stores: "
+            f"{html.escape(', '.join(store_paths))}</nav>\n" + "\n".join(sections) + "</body></html>")
+    return page, findings, ctx.plots.count
 
 
 def write_report(paths: list[str | Path], out: str | Path, **analysis_kwargs) -> Path:
-    """Analyse the stores under ``paths`` and write ``out/report.html`` + ``out/summary.json``; returns the page."""
+    """Analyse the stores under ``paths`` and write ``out/report.html`` + ``out/summary.json``; returns the page.
+
+    summary.json holds every analysis summary (``groups``), the training curves, the static figures, the verdict
+    table's ``findings`` and ``page`` ({"bytes", "plots"}: the page's size and its number of interactive plots).
+    """
     from trajlab import analysis as ta
     from trajlab.analysis.outputs import json_safe
 
@@ -233,14 +169,11 @@ def write_report(paths: list[str | Path], out: str | Path, **analysis_kwargs) ->
         groups.setdefault(s.probe_fingerprint, []).append(s)
     out.mkdir(parents=True, exist_ok=True)
     report = {"groups": [], "training": {}, "figures": []}
-    sections = []
     for i, (fp, members) in enumerate(groups.items()):
         folder = out / ("analysis" if len(groups) == 1 else f"analysis_{i}")
         summary = ta.analyze(members, folder, **analysis_kwargs)
         report["groups"].append({"probe_fingerprint": fp, "folder": folder.name, "summary": summary})
         report["figures"] += [f"{folder.name}/{f}" for f in summary["figures"]]
-        runs = ", ".join(summary["runs"])
-        sections.append(f"<h2>Probe set {fp[:12]}… ({runs})</h2>\n{_group_section(summary, folder)}")
     for s in stores:
         curves = training_curves(s.path.parent)
         if curves and (curves["train_loss"] or curves["val_loss"]):
@@ -248,14 +181,10 @@ def write_report(paths: list[str | Path], out: str | Path, **analysis_kwargs) ->
     if report["training"]:
         _curves_figure(report["training"], out / "training_curves.png")
         report["figures"].append("training_curves.png")
-        final = [[run, c["train_loss"][-1][1] if c["train_loss"] else None,
-                  c["val_loss"][0][1] if c["val_loss"] else None, c["val_loss"][-1][1] if c["val_loss"] else None]
-                 for run, c in report["training"].items()]
-        sections.append("<h2>Training</h2>" + _table(["run", "final train loss", "first val loss", "last val loss"],
-                                                    final) + _img(out / "training_curves.png", "training curves"))
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>trajlab report</title><style>{_CSS}</style>"
-            f"{_LOAD_CHECK}</head><body><h1>trajlab report</h1><p>{len(stores)} trajectory store(s): "
-            f"{html.escape(', '.join(str(s.path) for s in stores))}</p>\n" + "\n".join(sections) + "</body></html>")
-    write_atomic(out / "summary.json", json.dumps(json_safe(report), indent=1))
+    report = json_safe(report)
+    page, findings, n_plots = render_page(report, out, [str(s.path) for s in stores])
+    report["findings"] = json_safe(findings)
+    report["page"] = {"bytes": len(page.encode()), "plots": n_plots}
+    write_atomic(out / "summary.json", json.dumps(report, indent=1))
     write_atomic(out / "report.html", page)
     return out / "report.html"

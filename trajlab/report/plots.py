@@ -102,7 +102,8 @@ def joint_map_figure(joint: dict, hover: dict[str, list[str]], panels: list[tupl
             fig.add_trace(go.Scatter(
                 x=xy[:, 0], y=xy[:, 1], mode="lines+markers", name=run, legendgroup=run, showlegend=j == 1,
                 line={"color": colour, "width": 1}, marker={"size": [10] + [5] * (len(xy) - 1), "color": colour},
-                hovertext=hover.get(run), hovertemplate="%{hovertext}<extra></extra>"), 1, j)
+                hovertext=(hover.get(run) or [])[len(hover.get(run) or []) - len(xy):],
+                hovertemplate="%{hovertext}<extra></extra>"), 1, j)
         fig.update_yaxes(scaleanchor=f"x{'' if j == 1 else j}", row=1, col=j)
     fig.update_layout(title={"text": "all runs on joint maps (large dot: first snapshot)"})
     return fig

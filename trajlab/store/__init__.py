@@ -11,13 +11,12 @@ from trajlab.store.trajectory import (
     META_SCHEMA,
     SCORING_SCHEMA,
     MissingEntryError,
-    StoredProbe,
     TrajectoryStore,
     check_comparable,
     is_store,
     open_stores,
 )
-from trajlab.store.merge import merge_stores  # noqa: E402 - merge reads TrajectoryStore from this package
+from trajlab.store.merge import merge_stores
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "META_SCHEMA", "SCORING_SCHEMA", "MissingEntryError", "StoredProbe",
+__all__ = ["FORMAT", "FORMAT_VERSION", "META_SCHEMA", "SCORING_SCHEMA", "MissingEntryError",
            "TrajectoryStore", "check_comparable", "is_store", "merge_stores", "open_stores"]  # fmt: skip

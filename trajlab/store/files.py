@@ -35,8 +35,9 @@ def read_json(path: Path) -> dict:
         raise ValueError(f"{path} is missing or corrupted ({e}); the store cannot be opened") from None
 
 
-def write_atomic(path: Path, data: bytes | Callable[[str], None]) -> dict:
-    """Write a file crash-safely (trajlab._io.write_atomic, durable); returns its manifest record."""
+def write_recorded(path: Path, data: bytes | Callable[[str], None]) -> dict:
+    """Write a store file crash-safely (trajlab._io.write_atomic, durable); returns its manifest record
+    {"name", "sha256", "size"}."""
     sha = _io.write_atomic(path, data, durable=True, sha256=True)
     return {
         "name": path.relative_to(path.parent.parent).as_posix(),
@@ -197,15 +198,15 @@ class SnapshotWriter:
         weights = None if full_weights is None else checked_weights(step, full_weights)
         json_bytes(rec, f"step {step}: source/info")
         stem = self.path / "snapshots" / f"step_{step:08d}"
-        rec["files"] = {"ll": write_atomic(stem.with_name(stem.name + ".ll.npy"), npy_writer(rows))}
+        rec["files"] = {"ll": write_recorded(stem.with_name(stem.name + ".ll.npy"), npy_writer(rows))}
         if sketch is not None:
-            rec["files"]["sketch"] = write_atomic(
+            rec["files"]["sketch"] = write_recorded(
                 stem.with_name(stem.name + ".sketch.npy"), npy_writer(sketch)
             )
         if weights is not None:
             from safetensors.numpy import save_file
 
-            rec["files"]["weights"] = write_atomic(
+            rec["files"]["weights"] = write_recorded(
                 stem.with_name(stem.name + ".weights.safetensors"), lambda tmp: save_file(weights, tmp)
             )
         self._append_line(rec)

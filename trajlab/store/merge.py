@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from trajlab.store import TrajectoryStore, check_comparable
-from trajlab.store.meta import settings_mismatch
+from trajlab.store.meta import check_comparable, settings_mismatch
+from trajlab.store.trajectory import TrajectoryStore
 
 
 def merge_stores(
@@ -102,20 +101,16 @@ def _same_snapshot(a: TrajectoryStore, b: TrajectoryStore, step: int) -> bool:
 
 
 def merge_main(argv: list[str]) -> int:
-    """`trajlab merge STORE... --out STORE [--run NAME]` (options: `merge_stores`'s): returns 0, or 2 on an
-    error."""
-    from trajlab._args import one_line, parse_tool_args, tool_parser
+    """`trajlab merge STORE... --out STORE [--run NAME]` (options: `merge_stores`'s): returns 0; a mistake
+    raises (trajlab.cli prints it)."""
+    from trajlab._args import parse_tool_args, tool_parser
 
     p = tool_parser("trajlab merge", "Merge stores of one model (e.g. shards) into a new store, step-sorted")
     p.add_argument("stores", type=str, nargs="+", help="the stores to merge (e.g. OUT/shards/*)")
     p.add_argument("--out", type=str, required=True, help="the merged store (a new folder)")
     p.add_function_arguments(merge_stores, nested_key=None, skip={"paths", "out"}, as_group=False)
-    try:
-        a = parse_tool_args(p, argv)
-        out = merge_stores(a.stores, a.out, run=a.run)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    a = parse_tool_args(p, argv)
+    out = merge_stores(a.stores, a.out, run=a.run)
     with TrajectoryStore.open(out) as s:
         print(f"{out}: {len(s)} snapshots, steps {s.steps[0]}..{s.steps[-1]}" if len(s) else f"{out}: empty")
     return 0

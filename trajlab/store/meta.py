@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from trajlab import __version__
+from trajlab.scoring_config import LONG_TEXTS
 
 FORMAT, FORMAT_VERSION = "trajlab-store", 2
 READABLE_VERSIONS = (1, 2)
-LONG_TEXTS = ("rolling", "truncate", "error")  # score_model's long_texts values
 _NONE = type(None)
 
 # Every key of meta.json: name -> (allowed JSON types, meaning). Any other key is the writer's own extra.
@@ -50,7 +50,7 @@ META_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
 # Optional keys writers add today (not checked): "seed", "preset", "n_params", "weights", "shard",
 # "merged_from", and "parent" = {"run", "step", "store"} of a fine-tune (the version-1 way to name a parent).
 
-# meta["scoring"]: trajlab.lens.ScoreInfo.scoring(); all null = not recorded (a store created without it).
+# meta["scoring"]: trajlab.scoring_config.ScoringConfig.record (ScoreInfo.scoring()); all null = not recorded (a store created without it).
 SCORING_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "long_texts": (
         (str, _NONE),

@@ -58,7 +58,7 @@ from trajlab.store.files import (
     read_json,
     read_manifest,
     verified_file,
-    write_atomic,
+    write_recorded,
 )
 from trajlab.store.meta import (
     FORMAT,
@@ -146,10 +146,10 @@ class TrajectoryStore(SnapshotWriter):
         (root / "snapshots").mkdir(parents=True, exist_ok=True)
         lock_fd = lock_writer(root)
         try:
-            write_atomic(root / "probe.json", probe_bytes)
-            write_atomic(root / "manifest.jsonl", b"")
+            write_recorded(root / "probe.json", probe_bytes)
+            write_recorded(root / "manifest.jsonl", b"")
             # meta.json last: its presence marks a complete store
-            write_atomic(root / "meta.json", meta_bytes)
+            write_recorded(root / "meta.json", meta_bytes)
             return cls(root, full_meta, probe_rec, [], lock_fd)
         except BaseException:
             os.close(lock_fd)
@@ -391,7 +391,5 @@ def open_stores(paths: Iterable[str | os.PathLike]) -> list[TrajectoryStore]:
     return stores
 
 
-StoredProbe = ProbeSet  # 0.1's name for a store's probe; kept for one release
-
-__all__ = ["FORMAT", "FORMAT_VERSION", "META_SCHEMA", "SCORING_SCHEMA", "MissingEntryError", "StoredProbe",
+__all__ = ["FORMAT", "FORMAT_VERSION", "META_SCHEMA", "SCORING_SCHEMA", "MissingEntryError",
            "TrajectoryStore", "check_comparable", "is_store", "open_stores"]  # fmt: skip

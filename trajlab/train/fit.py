@@ -1,12 +1,30 @@
 """``trajlab fit|validate|test|predict``: Lightning's own CLI (jsonargparse) over `LitLM` + `LMDataModule`, with
-``--run_dir`` (one folder for logs, checkpoints, HF export and trajectory) and recipes by name
-(``--config pretrain_tiny``)."""
+``--run_dir`` (one folder for logs, checkpoints, HF export and trajectory) and the shipped recipes, by path or by
+name (``--config pretrain_tiny``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from trajlab._io import recipe_path
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # package data; the repository's configs/ links here
+
+
+def recipe_path(name: str | os.PathLike) -> Path:
+    """A training recipe by path (``configs/debug.yaml``) or by name (``debug``, ``pretrain_tiny.yaml``).
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped recipe, naming the shipped ones.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise FileNotFoundError(f"no recipe {str(name)!r}: pass a YAML file or one of the shipped recipes: {names}")
+
 
 
 def _check_writable(path: str | Path) -> None:
@@ -17,8 +35,8 @@ def _check_writable(path: str | Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise SystemExit(f"error: output directory {path} is not writable ({e.strerror}): choose another "
-                         "trainer.default_root_dir") from None
+        raise PermissionError(f"output directory {path} is not writable ({e.strerror}): choose another "
+                              "trainer.default_root_dir") from None
 
 
 def _apply_run_dir(cfg, run_dir: str) -> None:
