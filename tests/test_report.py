@@ -1,5 +1,6 @@
 """The demo pipeline end to end on the debug recipe, its report's numbers, and the page in a real browser."""
 
+import html
 import json
 import os
 import re
@@ -88,17 +89,19 @@ def chromium() -> str | None:
     return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 
-def render(page: Path, png: Path, tmp: Path) -> tuple[str, list[str]]:
-    """Load a page in headless Chromium: (DOM after load, console lines); also saves a screenshot."""
+def render(page: Path, png: Path, tmp: Path, width: int = 1280, height: int = 2400) -> tuple[str, list[str]]:
+    """Load a page in headless Chromium with the network cut off: (DOM after load, console lines); also saves
+    a screenshot. Any request beyond the file (a CDN script) fails and logs a console error."""
     exe = chromium()
     flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
              f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=10000",
              "--enable-logging=stderr", "--v=0"]
     url = page.resolve().as_uri()
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    shot = subprocess.run([*flags, f"--screenshot={png}", "--window-size=1280,2400", url],
-                          capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    shot = subprocess.run([*flags, f"--screenshot={png}", f"--window-size={width},{height}", url],
+                          capture_output=True, text=True, timeout=180)
     console = [ln for ln in (dom.stderr + shot.stderr).splitlines() if ":CONSOLE" in ln]
     return dom.stdout, console
 
@@ -122,19 +125,33 @@ def test_browser_detects_broken_pages(tmp_path):
     dom, console = render(bad, tmp_path / "bad.png", tmp_path)
     assert 'data-broken="1"' in dom
     assert any("noSuchFunction" in c for c in console)
+    # plotly.js from a CDN cannot load with the network cut off: the plot call fails in the console
+    cdn = tmp_path / "cdn.html"
+    cdn.write_text(f"<html><head><script src='https://cdn.plot.ly/plotly-2.35.2.min.js'></script>{_LOAD_CHECK}"
+                   "</head><body><div id=p></div><script>Plotly.newPlot('p', [{y: [1, 2]}])</script></body></html>")
+    dom, console = render(cdn, tmp_path / "cdn.png", tmp_path)
+    assert 'data-plots="0"' in dom and any("Plotly is not defined" in c for c in console)
 
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(demo, tmp_path):
+    from trajlab.report.page import PAGE_BUDGET_BYTES
+
     _needs_browser()
     page = Path(demo["report"])
     png = tmp_path / "report.png"
-    dom, console = render(page, png, tmp_path)
-    n_images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    dom, console = render(page, png, tmp_path, 1400, 2400)
     summary = json.loads((page.parent / "summary.json").read_text())
-    assert n_images == len(summary["figures"]) > 0
+    n_images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    assert n_images == page.read_text().count("<img src=\"data:image/png;base64,") > 0
     assert 'data-broken="0"' in dom
+    n_plots = int(re.search(r'data-plots="(\d+)"', dom).group(1))
+    assert n_plots == summary["page"]["plots"] == int(re.search(r'data-plots-expected="?(\d+)', dom).group(1)) > 0
     assert console == []
+    for g in summary["groups"]:
+        for f in g["summary"].get("findings") or []:
+            assert f'data-finding="{html.escape(f["id"])}"' in dom, f["id"]
+    assert page.stat().st_size == summary["page"]["bytes"] < PAGE_BUDGET_BYTES
     from matplotlib.image import imread
 
     pixels = imread(png)

@@ -99,7 +99,7 @@ def stores(tmp_path_factory):
             "A-tiny-s0-q4",
             [40],
             [a0[-1] + noise(20, 0.4)],
-            quantization={"format": "q4_1", "source": "A-tiny-s0/hf", "parent": "A-tiny-s0@40"},
+            quantization={"format": "q4_1", "parent": {"store": str(root / "A-tiny-s0"), "step": 40}},
         ),
     ]
     return [TrajectoryStore.open(p) for p in paths]
@@ -163,7 +163,11 @@ def test_quantized_store_gets_its_bits_and_parent(raw):
         "A-tiny-s0",
         40,
     )
-    assert q["4-bit"]["store_b"] == "A-tiny-s0"  # named by meta["quantization"]["parent"] only
+    assert q["4-bit"]["store_b"] == "A-tiny-s0"  # named by meta["quantization"]["parent"]["store"] only
+    a = Fake("a", [10, 20], [D, D + noise(1, 1.0)], preset="tiny", seed=0)
+    q5 = Fake("a-q5", [0], [D + noise(2, 0.1)], quantization={"format": "q5_0", "parent": "a@10"})
+    (p,) = kl_scale([a, q5], config=RAW).pairs
+    assert (p["setting"], p["store_a"], p["store_b"], p["step_b"]) == ("5-bit", "a-q5", "a", 10)
     assert [bits_setting(f) for f in ("q8_0", "q4_0", "q4_1", "q5_1", "nf4")] == [
         "8-bit",
         "4-bit",
@@ -274,7 +278,8 @@ def test_orderings_leave_out_flagged_pairs(raw):
     assert res["8-bit < 4-bit"]["n_units"] == [1, 1]
     assert all(isinstance(o["verdict"], str) and o["verdict"] for o in res.values())
     safe = raw.to_json(orderings=list(res.values()))
-    assert json.loads(json.dumps(safe))["summary"]["seeds"]["n_pairs"] == 3
+    rows = json.loads(json.dumps(safe))["summary"]
+    assert [r["setting"] for r in rows] == raw.settings and rows[2]["n_pairs"] == 3
 
 
 class Fake:
@@ -327,3 +332,17 @@ def test_paper_only_rows_and_nats_units(tmp_path):
     assert nats.summary["seeds"]["paper"] is None
     assert nats.pairs[0]["kl"] == pytest.approx(np.var(a.loglik()[0] - b.loglik()[0]) / 2, rel=1e-10)
     assert scale_orderings(nats) == []  # one setting: nothing to order
+
+
+def test_exclude_runs_and_snapshots(stores):
+    cfg = RAW.replace(exclude=("X-import", "A-tiny-s1@40"))
+    scale = kl_scale(stores, config=cfg)
+    assert not any("X-import" in (p["store_a"], p["store_b"]) for p in scale.pairs)
+    assert scale.summary["random"]["n_pairs"] == 7 and scale.summary["random"]["n_flagged"] == 0
+    s01 = [
+        p
+        for p in scale.pairs
+        if p["setting"] == "seeds" and {p["store_a"], p["store_b"]} == {"A-tiny-s0", "A-tiny-s1"}
+    ]
+    assert [(p["step_a"], p["step_b"]) for p in s01] == [(38, 38)]  # their last common step without 40
+    assert any("A-tiny-s1" in n and "40" in n for n in scale.notes)

@@ -5,7 +5,6 @@ no analysis run: a 12-snapshot pretraining run, a 7-snapshot fine-tune of it, a 
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 
@@ -13,10 +12,6 @@ MEAN_BYTES = 500.0
 TOKENS = [125] * 100  # 125 tokens per text: 1 bit/byte = 500 ln 2 / 125 = 2.77 nats/token
 STEPS = list(range(0, 120, 10))
 FT_STEPS = list(range(0, 14, 2))
-
-
-def bits_to_nats_per_token(bits: float) -> float:
-    return bits * MEAN_BYTES * math.log(2) / 125
 
 
 def _coords(k: int, seed: int) -> list[list[float]]:
@@ -139,3 +134,13 @@ def make_report(**kw) -> dict:
                                  "val_loss": [[s, 5.1 - s / 100] for s in range(0, 120, 40)]},
                          "ft": {"train_loss": [[s, 1.5] for s in FT_STEPS], "val_loss": []}},
             "figures": []}
+
+
+def expected_plots(summary: dict) -> int:
+    """Interactive plots a page should draw for a summary: per run KL along it (>= 2 snapshots), the map (>= 3
+    snapshots and maps computed), the layers (when stored); the joint map; the KL scale (when present)."""
+    n = 0
+    for rec in summary["runs"].values():
+        k = len(rec["steps"])
+        n += (k >= 2) + (k >= 3 and bool(rec["maps"])) + (rec["layer_threads"] is not None)
+    return n + bool((summary.get("joint_map") or {}).get("pca")) + bool((summary.get("kl_scale") or {}).get("pairs"))

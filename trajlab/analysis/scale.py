@@ -108,8 +108,9 @@ class KLScale:
         return out, left
 
     def to_json(self, orderings: list[dict] | None = None, **order_kw) -> dict:
-        """Returns the JSON-safe scale for summary.json: units, settings, summary, pairs, orderings (computed
-        with scale_orderings(self, **order_kw) when not given), handling, options, notes."""
+        """Returns the JSON-safe scale for summary.json: units, settings, summary (a list of rows in the
+        paper's order, each {"setting", **self.summary[setting]}), pairs, orderings (computed with
+        scale_orderings(self, **order_kw) when not given), handling, options, notes."""
         from trajlab.analysis.outputs import json_safe
         from trajlab.analysis.scale_order import scale_orderings
 
@@ -119,7 +120,7 @@ class KLScale:
             {
                 "units": self.units,
                 "settings": self.settings,
-                "summary": {s: self.summary[s] for s in self.settings},
+                "summary": [{"setting": s, **self.summary[s]} for s in self.settings],
                 "pairs": self.pairs,
                 "orderings": orderings,
                 "handling": self.handling,
@@ -188,7 +189,12 @@ def kl_scale(stores, *, config: AnalysisConfig | None = None, lag: int | None = 
     """
     cfg = config or AnalysisConfig()
     notes: list[str] = []
-    runs, n_bytes = load_runs(list(stores), cfg, notes)
+    stores = list(stores)
+    if option(cfg, ("exclude",), ()):
+        from trajlab.analysis.summary import _apply_exclusions  # analyze's: runs, repo ids and "run@step"
+
+        stores = _apply_exclusions(stores, cfg, notes)  # a no-op on stores analyze has already filtered
+    runs, n_bytes = load_runs(stores, cfg, notes)
     consecutive, lag = consecutive_pairs(runs, cfg, lag, notes)
     layer_cands, layer_rows = layer_pairs(runs, notes)
     cands = assign(layer_cands + consecutive + model_pairs(runs, notes))

@@ -26,6 +26,7 @@ def _result(name: str, small: str, large: str, unit: str, res: dict | None, n_le
     units = scale.units
     out = {
         "name": name,
+        "title": name,
         "smaller_setting": small,
         "larger_setting": large,
         "unit": unit,
@@ -56,7 +57,8 @@ def _result(name: str, small: str, large: str, unit: str, res: dict | None, n_le
     )
     if n_left:
         verdict += f"; {n_left} flagged pair(s) beyond the checked range left out"
-    return {**res, **out, "n": sum(res["n_units"]), "verdict": verdict + "."}
+    value = f"mean {res['smaller']:.3g} vs {res['larger']:.3g} {units}"
+    return {**res, **out, "n": sum(res["n_units"]), "value": value, "verdict": verdict + "."}
 
 
 def _run_means(records: list[dict]) -> dict[str, float]:

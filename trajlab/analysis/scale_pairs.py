@@ -75,7 +75,7 @@ class Run:
 
 
 def load_runs(stores: list, cfg, notes: list[str]) -> tuple[dict[str, Run], np.ndarray]:
-    """Returns {run name: Run} of the stores (config.exclude honoured) and the shared (N,) byte counts."""
+    """Returns {run name: Run} of the stores and the shared (N,) byte counts, checked."""
     if not stores:
         raise ValueError("kl_scale needs at least one trajectory store")
     names = [str(s.meta.get("run") or Path(s.path).stem) for s in stores]
@@ -86,29 +86,22 @@ def load_runs(stores: list, cfg, notes: list[str]) -> tuple[dict[str, Run], np.n
     n_bytes = np.asarray(stores[0].n_bytes)
     if any(not np.array_equal(np.asarray(s.n_bytes), n_bytes) for s in stores):
         raise ValueError("stores disagree on the per-text byte counts: score them on the same probe set")
-    excluded = set(option(cfg, ("exclude",), ()) or ())
     warmup_step = option(cfg, ("warmup_step",), None)
     runs = {}
     for s, name in zip(stores, names, strict=True):
-        if name in excluded:
-            notes.append(f"{name}: left out (config.exclude)")
-            continue
         steps = np.asarray(s.steps, dtype=np.int64)
-        keep = np.array([f"{name}@{t}" not in excluded for t in steps], dtype=bool)
-        if not keep.all():
-            notes.append(f"{name}: steps {steps[~keep].tolist()} left out (config.exclude)")
-        if not keep.any():
+        if len(steps) == 0:
+            notes.append(f"{name}: holds no snapshots; left out")
             continue
         meta = s.meta
         warmup = warmup_step
         if warmup is None:
-            warmup = resolve_schedule(meta, steps[keep], cfg.assumed_warmup_fraction)["warmup_steps"]
+            warmup = resolve_schedule(meta, steps, cfg.assumed_warmup_fraction)["warmup_steps"]
             if meta.get("warmup_steps") is None:
                 notes.append(f"{name}: warmup_steps not recorded; {warmup} assumed")
         tok = (meta.get("scoring") or {}).get("n_tokens")
         tokens = np.asarray(tok, dtype=np.float64) if tok is not None and len(tok) == len(n_bytes) else None
-        ll = np.asarray(s.loglik(), dtype=np.float64)[keep]
-        runs[name] = Run(name, s, meta, steps[keep], ll, int(warmup), tokens)
+        runs[name] = Run(name, s, meta, steps, np.asarray(s.loglik(), dtype=np.float64), int(warmup), tokens)
     metas = {n: r.meta for n, r in runs.items()}
     for r in runs.values():
         quant = r.meta.get("quantization")
@@ -118,13 +111,18 @@ def load_runs(stores: list, cfg, notes: list[str]) -> tuple[dict[str, Run], np.n
 
 
 def _quant_parent(quant, runs: dict[str, Run]) -> tuple[str, int] | None:
-    """The parent snapshot named by meta["quantization"]["parent"] ({"id"|"run", "step"} or "RUN[@STEP]")."""
+    """The parent snapshot meta["quantization"]["parent"] names: {"id" | "store" | "run", "step"} or
+    "RUN[@STEP]" (a run name or store path)."""
     ref = quant.get("parent") if isinstance(quant, dict) else None
     name, step = None, None
     if isinstance(ref, dict):
         step = ref.get("step")
-        by_id = [n for n, r in runs.items() if ref.get("id") and r.meta.get("id") == ref["id"]]
-        name = by_id[0] if by_id else ref.get("run")
+        store = Path(str(ref.get("store") or "")).resolve()
+        by_ref = [n for n, r in runs.items() if ref.get("id") and r.meta.get("id") == ref["id"]]
+        by_ref += [
+            n for n, r in runs.items() if ref.get("store") and Path(str(r.store.path)).resolve() == store
+        ]
+        name = by_ref[0] if by_ref else ref.get("run")
     elif isinstance(ref, str) and (m := re.fullmatch(r"(.+?)(?:@(\d+))?", ref)):
         path, step = m.group(1), m.group(2)
         name = next((n for n, r in runs.items() if path in (n, str(r.store.path), Path(path).name)), None)

@@ -74,9 +74,6 @@ def _kl_scale(summary: dict, ctx: PageContext) -> str:
                  f"here values at or below {floor:.0e} {html.escape(units)} are drawn at that floor, open "
                  "triangles). Red crosses: beyond the checked range.</p>"
                  + ctx.plots.div(fig, height=max(320, 70 * len({p.get('setting') for p in pairs}) + 120)))
-        limit = max_nats_per_token(summary)
-        for p in pairs:
-            ctx.flag(row_flag(p, limit))
     orderings = scale.get("orderings") or []
     if orderings and all(isinstance(o, dict) for o in orderings):
         keys = list(dict.fromkeys(k for o in orderings for k, v in o.items() if not isinstance(v, dict | list)))

@@ -47,7 +47,7 @@ def fmt_p(p, min_p=None) -> Markup:
     if p <= 0:
         bound = f"{min_p:.2g}" if isinstance(min_p, int | float) and min_p > 0 else "the resolution"
         return Markup(f"&lt; {bound}")
-    return Markup(f"{p:.3g}{small}")
+    return Markup(f"{p:.4g}{small}")
 
 
 def interval(x, lo, hi) -> str:

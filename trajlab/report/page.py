@@ -77,12 +77,15 @@ def _curves_figure(curves: dict[str, dict], path: Path) -> None:
 
 # ---------------------------------------------------------------- the page
 
+PAGE_BUDGET_BYTES = 6_000_000
+"""The demo's page stays below this (docs/report.md): plotly.js is 4.8 MB of it, the rest data and two PNGs."""
+
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{color:#666;font-size:12px}
 .notes{color:#885}.lede{font-size:15px;max-width:70em}.static{font-size:12px;color:#666}
-table.verdicts td{text-align:left;vertical-align:top}table.verdicts td:nth-child(4){text-align:right}
-.verdict.holds{color:#1a7f37}.verdict.fails{color:#a33}.verdict.open{color:#666}
+table.verdicts td,table.verdicts th{text-align:left;vertical-align:top}table.verdicts td:nth-child(4){text-align:right}
+.verdict.holds{color:#1a7f37}.verdict.fails{color:#6b4e16}.verdict.open{color:#666}
 .beyond{background:#fff3cd;color:#8a5300;padding:0 2px}nav{font-size:13px;color:#555}
 section{margin-top:.5em}h4{margin-bottom:.3em}"""
 # Marks the page once loaded (read by automated checks): images and broken ones, plots drawn and expected.

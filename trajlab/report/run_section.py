@@ -17,6 +17,7 @@ from trajlab.report.values import beyond, max_nats_per_token, row_flag, tsne_min
 
 # Notes that only concern trajectories (prefixes of the analysis' note texts).
 _TRAJECTORY_NOTES = ("maps:", "diffusion:", "weight space:", "warmup_steps not recorded", "layer threads: the ")
+_SAID_ONCE = ("t-SNE map not drawn",)  # the page says which maps and why once, under the verdict table
 
 
 def _kl_cell(value, summary: dict, rec: dict, ctx: PageContext) -> Markup:
@@ -75,7 +76,7 @@ def _maps_section(run: str, rec: dict, summary: dict, texts: list[str], ctx: Pag
     body = ("<p>Spiral test: |winding| of the map about its centroid against random walks in text space with the "
             "same step sizes, embedded the same way (a random walk already winds about half a turn on PCA).</p>"
             + table(["map", "|winding| (turns)", "null mean", "null 95% quantile", "p", "random walks"], rows))
-    if "tsne" in rec["maps"] and k < least:
+    if (summary.get("options") or {}).get("tsne", True) and k < least:
         ctx.tsne_skipped.append((run, k))
         body += (f'<p class=notes>t-SNE map and test not drawn: {k} snapshots, fewer than {least} '
                  f'(<a href="#{anchor("tsne-note")}">why</a>).</p>')
@@ -175,6 +176,7 @@ def run_section(run: str, rec: dict, summary: dict, ctx: PageContext) -> Markup:
     if _has_fits(rec):
         parts.append(_exponents_section(run, rec, summary, ctx))
     parts.append(_scale_place(run, summary, ctx))
-    shown = [n for n in rec.get("notes") or [] if k > 1 or not n.startswith(_TRAJECTORY_NOTES)]
+    shown = [n for n in rec.get("notes") or []
+             if (k > 1 or not n.startswith(_TRAJECTORY_NOTES)) and not n.startswith(_SAID_ONCE)]
     parts.append(notes(shown))
     return ctx.section(anchor("run", run), run, "".join(parts))
