@@ -1,4 +1,4 @@
-"""Paired text bootstrap of KLs and orderings, block randomisation of exponents: direct formulas, known truth."""
+"""Text bootstrap of KLs and orderings, block randomisation of exponents: direct formulas, known truth."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_bootstrap_order_p_counts_the_observed_and_labels_its_unit():
 
 
 def direct_intervals(d: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> dict:
-    """The three intervals of Var(d)/2 by their textbook formulas, with loops (one resample draw as trajlab)."""
+    """The three intervals of Var(d)/2 by their textbook formulas, with loops (trajlab's resample draw)."""
     n = len(d)
     x = d[np.random.default_rng(seed).integers(0, n, size=(n_boot, n))]  # (n_boot, N) resampled texts
     est, boot = d.var() / 2, x.var(axis=1) / 2

@@ -119,8 +119,12 @@ def test_files_written(result):
         "diffusion_seed2.png",
         "map_ft.png",
         "map_all.png",
+        "kl_scale.png",  # seeds, fine-tune, layers, ...: >= 2 settings of the KL scale
+        "kl_scale.csv",
+        "kl_scale_summary.csv",
     }
     assert {p.name for p in out.iterdir()} == names
+    assert {r["setting"] for r in summary["kl_scale"]["summary"]} >= {"seeds", "fine-tune", "layers"}
     assert set(summary["figures"]) | set(summary["tables"]) | {"summary.json"} == names
     assert all((out / f).read_bytes()[:4] == b"\x89PNG" for f in summary["figures"])
     strict = json.loads(

@@ -254,7 +254,7 @@ def test_bad_inputs(tokenizer):
         score_model(model, tokenizer, TEXTS, layers="first")
     with pytest.raises(ValueError, match="probe must be"):
         score_model(model, tokenizer, TEXTS[0])
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         score_model(model, tokenizer, TEXTS, batch_size=0)
     with pytest.raises(ValueError, match="the model is on cpu, not cuda"):
         score_model(model, tokenizer, TEXTS, device="cuda")

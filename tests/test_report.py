@@ -66,8 +66,13 @@ def test_page_shows_each_finding_with_its_null_and_interval(demo):
     assert rec["maps"]["pca"]["spiral"]["winding_turns"] == pytest.approx(spiral["winding_turns"])
     threads = ta.thread_test(store.loglik_all(), 500, 0, nb)
     assert rec["layer_threads"]["test"]["p_value"] == pytest.approx(threads["p_value"])
-    for number in (spiral["winding_turns"], spiral["null_q95"], spiral["p_value"], threads["p_value"],
-                   threads["null_mean"]):
+    for number in (
+        spiral["winding_turns"],
+        spiral["null_q95"],
+        spiral["p_value"],
+        threads["p_value"],
+        threads["null_mean"],
+    ):
         assert f"{number:.4g}" in page
     for row in toy["comparison"]:
         assert row["ci_lo_bits_per_byte"] <= row["kl_bits_per_byte"] <= row["ci_hi_bits_per_byte"]
@@ -86,22 +91,43 @@ def test_training_curves_are_the_logged_losses(demo):
 
 
 def chromium() -> str | None:
-    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    return next(
+        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+    )
 
 
 def render(page: Path, png: Path, tmp: Path, width: int = 1280, height: int = 2400) -> tuple[str, list[str]]:
     """Load a page in headless Chromium with the network cut off: (DOM after load, console lines); also saves
     a screenshot. Any request beyond the file (a CDN script) fails and logs a console error."""
     exe = chromium()
-    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
-             f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=10000",
-             "--enable-logging=stderr", "--v=0"]
+    flags = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--proxy-server=127.0.0.1:9",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--virtual-time-budget=10000",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     url = page.resolve().as_uri()
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
-    shot = subprocess.run([*flags, f"--screenshot={png}", f"--window-size={width},{height}", url],
-                          capture_output=True, text=True, timeout=180)
+    dom = subprocess.run(
+        [*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=False
+    )
+    shot = subprocess.run(
+        [*flags, f"--screenshot={png}", f"--window-size={width},{height}", url],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     console = [ln for ln in (dom.stderr + shot.stderr).splitlines() if ":CONSOLE" in ln]
     return dom.stdout, console
 
@@ -120,15 +146,19 @@ def test_browser_detects_broken_pages(tmp_path):
     from trajlab.report.page import _LOAD_CHECK
 
     bad = tmp_path / "bad.html"
-    bad.write_text(f"<html><head>{_LOAD_CHECK}</head><body><img src='missing.png'>"
-                   "<script>noSuchFunction()</script></body></html>")
+    bad.write_text(
+        f"<html><head>{_LOAD_CHECK}</head><body><img src='missing.png'>"
+        "<script>noSuchFunction()</script></body></html>"
+    )
     dom, console = render(bad, tmp_path / "bad.png", tmp_path)
     assert 'data-broken="1"' in dom
     assert any("noSuchFunction" in c for c in console)
     # plotly.js from a CDN cannot load with the network cut off: the plot call fails in the console
     cdn = tmp_path / "cdn.html"
-    cdn.write_text(f"<html><head><script src='https://cdn.plot.ly/plotly-2.35.2.min.js'></script>{_LOAD_CHECK}"
-                   "</head><body><div id=p></div><script>Plotly.newPlot('p', [{y: [1, 2]}])</script></body></html>")
+    cdn.write_text(
+        f"<html><head><script src='https://cdn.plot.ly/plotly-2.35.2.min.js'></script>{_LOAD_CHECK}"
+        "</head><body><div id=p></div><script>Plotly.newPlot('p', [{y: [1, 2]}])</script></body></html>"
+    )
     dom, console = render(cdn, tmp_path / "cdn.png", tmp_path)
     assert 'data-plots="0"' in dom and any("Plotly is not defined" in c for c in console)
 
@@ -143,10 +173,15 @@ def test_report_renders_in_headless_chromium(demo, tmp_path):
     dom, console = render(page, png, tmp_path, 1400, 2400)
     summary = json.loads((page.parent / "summary.json").read_text())
     n_images = int(re.search(r'data-images="(\d+)"', dom).group(1))
-    assert n_images == page.read_text().count("<img src=\"data:image/png;base64,") > 0
+    assert n_images == page.read_text().count('<img src="data:image/png;base64,') > 0
     assert 'data-broken="0"' in dom
     n_plots = int(re.search(r'data-plots="(\d+)"', dom).group(1))
-    assert n_plots == summary["page"]["plots"] == int(re.search(r'data-plots-expected="?(\d+)', dom).group(1)) > 0
+    assert (
+        n_plots
+        == summary["page"]["plots"]
+        == int(re.search(r'data-plots-expected="?(\d+)', dom).group(1))
+        > 0
+    )
     assert console == []
     for g in summary["groups"]:
         for f in g["summary"].get("findings") or []:

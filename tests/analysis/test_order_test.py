@@ -1,4 +1,4 @@
-"""order_test / order_family / holm: pairs of runs as the unit, checked against enumeration and hand computation.
+"""order_test / order_family / holm: pairs of runs as the unit, against enumeration and hand computation.
 
 Null of order_test: every pair's KL comes from one distribution, whichever side it sits on.
 """
@@ -95,7 +95,9 @@ def test_records_with_texts():
     assert out["diff"] == pytest.approx(np.mean(kls[3:]) - np.mean(kls[:3]))
     assert out["p_value"] == pytest.approx(brute_force_p(kls[:3], kls[3:]))
     # given KLs that match are used; the interval gains the text level: wider than pairs alone
-    with_kl = order_test([{**r, "kl": k} for r, k in zip(recs[:3], kls[:3], strict=True)], recs[3:], n_boot=500)
+    with_kl = order_test(
+        [{**r, "kl": k} for r, k in zip(recs[:3], kls[:3], strict=True)], recs[3:], n_boot=500
+    )
     assert with_kl["diff"] == pytest.approx(out["diff"])
     pairs_only = order_test(kls[:3], kls[3:], n_boot=500, seed=2)
     assert out["hi"] - out["lo"] > pairs_only["hi"] - pairs_only["lo"]

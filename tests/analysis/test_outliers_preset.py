@@ -102,3 +102,20 @@ def test_exclude_snapshot_and_bad_preset(stores, tmp_path):
         ta.AnalysisConfig.preset("kishino")
     with pytest.raises(ValueError, match="jump_drop must be in"):
         ta.AnalysisConfig(jump_drop=1.5)
+
+
+def test_cli_preset_sets_defaults_other_flags_change_them(stores, tmp_path):
+    from trajlab.cli import main
+
+    st, _ = stores
+    paths = [str(s.path) for s in st[:3]]
+    args = ["analyze", *paths, "--preset", "kishino2025", "--tsne", "false", "--spiral_n_null", "10", "--n_boot", "50"]
+    assert main([*args, "--out", str(tmp_path / "c"), "--warmup_step", "3000"]) == 0
+    import json
+
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["options"]["preset_name"] == "kishino2025" and summary["options"]["warmup_step"] == 3000
+    assert summary["options"]["exclude"] == ["pythia-1b@116000", "pythia-410m-seed3", "pythia-410m-seed4"]
+    assert "pythia-410m-seed3" not in summary["runs"]
+    assert main([*args[:-6], "--out", str(tmp_path / "x"), "--preset", "nope"]) == 2
+    assert not (tmp_path / "x").exists()

@@ -26,7 +26,8 @@ def documents(n: int = 60, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 700))) for _ in range(n)]
 
 
-def expected_probe(docs: list[str], n: int, seed: int, max_bytes: int, min_bytes: int, pool=None) -> list[str]:
+def expected_probe(docs: list[str], n: int, seed: int, max_bytes: int, min_bytes: int,
+                   pool: int | None = None) -> list[str]:
     """The recipe enumerated directly: chunks grown character by character, every kept chunk keyed, sorted."""
     keyed, seen = [], 0
     for i, doc in enumerate(docs):

@@ -1,5 +1,5 @@
-"""PolyPythia and OLMo repos served by the local hub stand-in (tests/test_hub_online.py), used as a user would:
-`trajlab import --dry-run` lists the documented quirks of the requested revisions, the import prints them once
+"""PolyPythia and OLMo repos served by the local hub stand-in (tests/test_hub_online.py), used as a user
+would: `trajlab import --dry-run` lists the documented quirks of the requested revisions, the import prints them once
 and records them in the store notes, the hashes still find the byte-identical OLMo revision, `--revisions
 olmo` and an OLMo range take the hub's branch list, a model card's base_model becomes the store's lineage, and
 a probe built with `trajlab probe build` reaches the store with its recipe."""
@@ -90,7 +90,8 @@ def test_dry_run_import_notes_branches_and_card_lineage(tmp_path, folders):  # n
     assert olmo.steps.tolist() == [1000, 101000, 175000]
     assert [n["payload"]["duplicate_of"] for n in olmo.notes("duplicate")] == [101000]
     (note,) = olmo.notes(NOTE_KIND)
-    assert note["payload"] == quirks_for(OLMO, olmo_revs)[0] and note["payload"]["reference"] == "allenai/OLMo#915"
+    assert note["payload"] == quirks_for(OLMO, olmo_revs)[0]
+    assert note["payload"]["reference"] == "allenai/OLMo#915"
     assert note["payload"]["revisions"] == olmo_revs[1:]
     poly = TrajectoryStore.open(out["poly"])
     assert poly_run.count("paper-excludes-pythia-410m-seed3") == 1
@@ -100,7 +101,8 @@ def test_dry_run_import_notes_branches_and_card_lineage(tmp_path, folders):  # n
                                                                           "seed_varies": "both"}
     # the card's base_model: the lineage names the parent by repo id; a base without a card has none
     sft = TrajectoryStore.open(out["sft"])
-    assert sft.meta["lineage"] == {"root": HUB_ID_PREFIX + OLMO, "parent": {"id": HUB_ID_PREFIX + OLMO, "step": 0}}
+    parent_id = HUB_ID_PREFIX + OLMO
+    assert sft.meta["lineage"] == {"root": parent_id, "parent": {"id": parent_id, "step": 0}}
     assert sft.meta["base_model"] == {"repo": OLMO, "relation": "finetune", "source": "model card",
                                       "recorded": True}
     assert f"model card names base model {OLMO}; recorded as its lineage parent" in sft_run

@@ -3,7 +3,7 @@
 - ``pretrain``: 24 snapshots, every layer (3 blocks), exact weight distances, a CSV log; its first snapshot is
   far from the rest (a KL beyond the checked range, as a random initialisation gives).
 - ``finetune``: 7 snapshots continuing from pretrain's last one (a lineage child): too few for t-SNE.
-- ``imported``: one snapshot of a 6-block model whose embedding layer is far from the others, own lineage root.
+- ``imported``: one snapshot of a 6-block model whose embedding layer is far from the others; its own root.
 """
 
 from __future__ import annotations
@@ -31,9 +31,21 @@ def probe() -> ProbeSet:
 
 
 def _meta(run: str, **extra) -> dict:
-    scoring = {"long_texts": "rolling", "stride": None, "window": None, "n_tokens": N_TOKENS, "lens_dtype": None}
-    return {"run": run, "model": {}, "tokenizer": {"fingerprint": "tok"}, "config": {}, "scoring": scoring,
-            **extra}
+    scoring = {
+        "long_texts": "rolling",
+        "stride": None,
+        "window": None,
+        "n_tokens": N_TOKENS,
+        "lens_dtype": None,
+    }
+    return {
+        "run": run,
+        "model": {},
+        "tokenizer": {"fingerprint": "tok"},
+        "config": {},
+        "scoring": scoring,
+        **extra,
+    }
 
 
 def _write(path: Path, meta: dict, n_layers: int, steps, rows, weights=None) -> TrajectoryStore:
@@ -73,17 +85,33 @@ def build_stores(root: Path) -> dict[str, Path]:
     walk[0] -= 40 * rng.normal(size=N)  # the initialisation is far from everything after it
     finals = DIFFICULTY + walk
     weights = np.cumsum(rng.normal(size=(24, 64)), axis=0)
-    pre = _write(root / "pretrain" / "trajectory", _meta("pretrain", warmup_steps=0, max_steps=230), 3, steps,
-                 [_layers(f, 3, 10 + i, 15.0) for i, f in enumerate(finals)], weights)
+    pre = _write(
+        root / "pretrain" / "trajectory",
+        _meta("pretrain", warmup_steps=0, max_steps=230),
+        3,
+        steps,
+        [_layers(f, 3, 10 + i, 15.0) for i, f in enumerate(finals)],
+        weights,
+    )
     _metrics(root / "pretrain", steps, np.linspace(5, 2, 24))
     lineage = {"root": pre.meta["lineage"]["root"], "parent": {"id": pre.meta["id"], "step": int(steps[-1])}}
     ft_steps = np.arange(7) * 2
     ft_final = finals[-1] + np.cumsum(rng.normal(size=(7, N)), axis=0)
-    ft = _write(root / "finetune" / "trajectory", _meta("finetune", lineage=lineage, warmup_steps=0, max_steps=12),
-                3, ft_steps, [_layers(f, 3, 50 + i, 15.0) for i, f in enumerate(ft_final)])
+    ft = _write(
+        root / "finetune" / "trajectory",
+        _meta("finetune", lineage=lineage, warmup_steps=0, max_steps=12),
+        3,
+        ft_steps,
+        [_layers(f, 3, 50 + i, 15.0) for i, f in enumerate(ft_final)],
+    )
     _metrics(root / "finetune", ft_steps, np.linspace(2.2, 1.9, 7))
-    imp = _write(root / "imported" / "store", _meta("imported"), 6, [0],
-                 [_layers(DIFFICULTY + 5 * rng.normal(size=N), 6, 99, 60.0)])
+    imp = _write(
+        root / "imported" / "store",
+        _meta("imported"),
+        6,
+        [0],
+        [_layers(DIFFICULTY + 5 * rng.normal(size=N), 6, 99, 60.0)],
+    )
     for s in (pre, ft, imp):
         s.close()
     return {"pretrain": pre.path, "finetune": ft.path, "imported": imp.path}

@@ -67,7 +67,9 @@ def test_verdict_table_holds_every_finding_with_a_working_link(tmp_path):
     for f in summary["findings"]:
         cells = parsed.rows[f["id"]]
         assert cells[0] == f["title"] and cells[2] == f["unit"] and str(f["n"]) == cells[3]
-        assert cells[5].startswith(f"{f['p_value']:.4g}") and f"smallest reachable {f['min_p']:.2g}" in cells[5]
+        assert (
+            cells[5].startswith(f"{f['p_value']:.4g}") and f"smallest reachable {f['min_p']:.2g}" in cells[5]
+        )
         assert f["verdict"] in cells[6] and cells[6].startswith("✓" if f["holds"] else "✗")
     assert all(target in parsed.ids for target in parsed.links), set(parsed.links) - parsed.ids
     for sid in ("kl-scale", "run-pre", "run-one", "finetune"):  # the analysis' section ids exist on the page
@@ -78,12 +80,14 @@ def test_verdict_table_holds_every_finding_with_a_working_link(tmp_path):
 def test_rows_are_built_from_the_records_of_an_older_summary(tmp_path):
     rows = {f["id"]: f for f in fallback_findings(make_summary(findings=False))}
     # t-SNE: tested on pre's 12 snapshots, not on ft's 7 (below the minimum of 10)
-    assert {"spiral-pca-pre", "spiral-tsne-pre", "spiral-pca-ft"} <= set(rows) and "spiral-tsne-ft" not in rows
+    assert {"spiral-pca-pre", "spiral-tsne-pre", "spiral-pca-ft"} <= set(
+        rows
+    ) and "spiral-tsne-ft" not in rows
     assert rows["spiral-pca-pre"]["holds"] is False and rows["spiral-tsne-pre"]["holds"] is True  # 0.3, 0.02
     assert rows["layer-order-one"]["holds"] is True and rows["layer-order-one"]["n"] == 500
     assert rows["exponents-pre"]["holds"] is True  # the interval [0.2, 0.8] of c_W - c_LL excludes 0
     assert rows["parent-ft"]["value"].startswith("0.07 bits/byte")
-    page, findings, _, parsed = render(tmp_path, findings=False)
+    _, findings, _, parsed = render(tmp_path, findings=False)
     assert list(parsed.rows) == [f["id"] for f in findings] == list(rows)
     assert parsed.rows["exponents-pre"][5] == "< 0.001"  # a bootstrap share of 0 is a bound, never "0"
     assert all(target in parsed.ids for target in parsed.links)
@@ -93,9 +97,17 @@ def test_each_store_gets_only_the_sections_that_apply(tmp_path):
     page, _, n_plots, parsed = render(tmp_path)
     assert n_plots == expected_plots(make_summary()) == parsed.plot_divs == 8
     assert f"data-plots-expected={n_plots}" in page
-    assert {"kl-pre", "maps-pre", "layers-pre", "exponents-pre", "kl-ft", "maps-ft", "layers-one"} <= parsed.ids
+    assert {
+        "kl-pre",
+        "maps-pre",
+        "layers-pre",
+        "exponents-pre",
+        "kl-ft",
+        "maps-ft",
+        "layers-one",
+    } <= parsed.ids
     assert not {"kl-one", "maps-one", "exponents-one", "exponents-ft"} & parsed.ids
-    one = page[page.index('id="run-one"'):page.index('id="joint-map"')]
+    one = page[page.index('id="run-one"') : page.index('id="joint-map"')]
     assert "maps: need" not in one and "weight space" not in one and "layer threads: all layers stored" in one
     assert page.count("t-SNE maps and their spiral tests are drawn only") == 1 and "ft (7 snapshots)" in page
     assert "t-SNE, perplexity 3.67" in page and "t-SNE, perplexity 2" not in page
@@ -105,12 +117,14 @@ def test_kl_beyond_the_checked_range_is_flagged_where_it_appears(tmp_path):
     page, _, _, _ = render(tmp_path)
     # KL first->last 20 bits/byte at 500 bytes and 125 tokens per text: 20 * 500 ln 2 / 125 = 55 nats/token
     assert 20 * 500 * math.log(2) / 125 > 1 > 0.05 * 500 * math.log(2) / 125
-    overview = page[page.index('id="run-pre"'):page.index('id="kl-pre"')]
+    overview = page[page.index('id="run-pre"') : page.index('id="kl-pre"')]
     assert re.search(r"<span class=beyond[^>]*>20 ⚠</span>", overview)
     assert re.search(r"<td>0.05</td>", overview)  # the first consecutive KL, 0.14 nats/token: no flag
-    assert re.search(r"<span class=beyond[^>]*>3 \[2.5, 3.5\] ⚠</span>", page)  # the comparison row's own flag
+    assert re.search(
+        r"<span class=beyond[^>]*>3 \[2.5, 3.5\] ⚠</span>", page
+    )  # the comparison row's own flag
     assert re.search(r"<span class=beyond[^>]*>900 \[800, 1000\] ⚠</span>", page)  # its place on the KL scale
-    body = page[page.index("</table></section>"):]  # after the verdict table
+    body = page[page.index("</table></section>") :]  # after the verdict table
     n = int(re.search(r"(\d+) KL values lie beyond the range", page).group(1))
     assert n == body.count("<span class=beyond") == 5  # pre: 20 and 0.55; comparison; 900; ft: 1.8
 
@@ -120,7 +134,9 @@ def test_layer_kl_on_a_log_axis_and_a_colour_bar_only_for_several_snapshots():
     pre, one = summary["runs"]["pre"]["layer_threads"], summary["runs"]["one"]["layer_threads"]
     fig_pre, fig_one = layers_figure("pre", pre, "bits/byte"), layers_figure("one", one, "bits/byte")
     assert fig_pre.layout.yaxis2.type == "log" and fig_one.layout.yaxis2.type == "log"
-    shown = [t.marker.showscale for t in fig_pre.data if t.marker is not None and t.marker.showscale is not None]
+    shown = [
+        t.marker.showscale for t in fig_pre.data if t.marker is not None and t.marker.showscale is not None
+    ]
     assert shown == [True]
     assert not any(t.marker is not None and t.marker.showscale for t in fig_one.data)
     kl_lines = [t for t in fig_one.data if t.xaxis == "x2"]
@@ -130,13 +146,23 @@ def test_layer_kl_on_a_log_axis_and_a_colour_bar_only_for_several_snapshots():
 def test_hover_shows_run_step_losses_and_kl_to_previous_and_parent():
     summary, report = make_summary(), make_report()
     pre = summary["runs"]["pre"]
-    texts = point_texts("pre", pre["steps"], report["training"]["pre"], pre["consecutive_kl"], None, "bits/byte")
+    texts = point_texts(
+        "pre", pre["steps"], report["training"]["pre"], pre["consecutive_kl"], None, "bits/byte"
+    )
     # step 50: train loss logged at 50 (5 - 0.5), val loss last logged at 40 (5.1 - 0.4), KL to step 40 = 0.25
-    assert texts[5] == ("<b>pre</b> step 50<br>train loss 4.5 nats/token<br>val loss 4.7 nats/token (logged at "
-                        "step 40)<br>KL to previous 0.25 bits/byte")
+    assert texts[5] == (
+        "<b>pre</b> step 50<br>train loss 4.5 nats/token<br>val loss 4.7 nats/token (logged at "
+        "step 40)<br>KL to previous 0.25 bits/byte"
+    )
     ft = summary["runs"]["ft"]
-    t_ft = point_texts("ft", ft["steps"], report["training"]["ft"], ft["consecutive_kl"],
-                       ft["kl_to_parent"]["kl"], "bits/byte")
+    t_ft = point_texts(
+        "ft",
+        ft["steps"],
+        report["training"]["ft"],
+        ft["consecutive_kl"],
+        ft["kl_to_parent"]["kl"],
+        "bits/byte",
+    )
     assert t_ft[0].endswith("KL to previous –<br>KL to parent 0.01 bits/byte")
     assert "KL to parent 0.07 bits/byte" in t_ft[6]
 

@@ -61,8 +61,13 @@ def kl_intervals(
             log_se = np.where(estimate > 0, se / estimate, 0.0)
             boot_log_se = np.where(boot > 0, half_var_se(m2, m4, n) / boot, 0.0)
             bounds = np.exp(
-                studentized_bounds(np.log(np.maximum(boot, 1e-300)), boot_log_se,
-                                   np.log(np.maximum(estimate, 1e-300)), log_se, level)
+                studentized_bounds(
+                    np.log(np.maximum(boot, 1e-300)),
+                    boot_log_se,
+                    np.log(np.maximum(estimate, 1e-300)),
+                    log_se,
+                    level,
+                )
             )
         bounds = np.where(estimate > 0, bounds, 0.0)
     else:
@@ -138,7 +143,8 @@ def bootstrap_order(
 
     Returns:
         dict(diff = mean KL(larger) - mean KL(smaller) (> 0 when the ordering holds), lo, hi (percentile
-        interval of diff), p_value = (1 + #{resamples with diff <= 0}) / (1 + n_boot), min_p = 1 / (1 + n_boot),
+        interval of diff), p_value = (1 + #{resamples with diff <= 0}) / (1 + n_boot),
+        min_p = 1 / (1 + n_boot),
         smaller, larger (the two means), n_boot, unit = "texts (runs fixed)").
     """
     check_boot(n_boot, level)
@@ -162,4 +168,3 @@ def bootstrap_order(
         "n_boot": int(n_boot),
         "unit": "texts (runs fixed)",
     }
-

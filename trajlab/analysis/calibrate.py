@@ -247,7 +247,7 @@ def spiral_test(
         "p_more": float(p_more),
         "p_less": float(p_less),
         "verdict": verdict,
-        "n_null": int(len(turns)),
+        "n_null": len(turns),
         "exact": bool(exact),
         "seed": int(seed),
         "perplexity": perp,

@@ -49,7 +49,7 @@ def _signflip(a: np.ndarray, b: np.ndarray, block: int, n_perm: int, rng: np.ran
 
 
 def _unit_permutation(units_small: list, units_large: list, n_perm: int, rng: np.random.Generator) -> tuple:
-    """Returns (stats, exact): median(pooled large) - median(pooled small) over reassignments of whole units."""
+    """Returns (stats, exact): median(pooled large) - median(pooled small) over reassigned whole units."""
     units = units_small + units_large
     values = np.concatenate(units)
     unit_of = np.repeat(np.arange(len(units)), [len(u) for u in units])
@@ -67,7 +67,7 @@ def _unit_permutation(units_small: list, units_large: list, n_perm: int, rng: np
 def _pooled_block_medians(
     runs: list[np.ndarray], block: int, n_boot: int, rng: np.random.Generator, resample_runs: bool
 ) -> np.ndarray:
-    """Returns (n_boot,) medians of pooled c: runs drawn with replacement (if resample_runs), blocks within."""
+    """Returns (n_boot,) medians of pooled c: runs drawn with replacement if resample_runs, blocks within."""
     pools = [c[moving_block_indices(len(c), block, n_boot, rng)] for c in runs]  # (n_boot, n_r) each
     n_r = len(runs)
     if resample_runs:  # each drawn run takes a random member of its pool: a fresh block resample
@@ -107,8 +107,8 @@ def bootstrap_exponent_order(
     with replacement first when runs are given.
 
     Args:
-        fits_small, fits_large: diffusion_exponents outputs (fields t0, c, n_lags) of one run each; ignored for
-            a side whose runs_* is given (put that run among the runs).
+        fits_small, fits_large: diffusion_exponents outputs (fields t0, c, n_lags) of one run each; ignored
+            for a side whose runs_* is given (put that run among the runs).
         n_boot, seed, level: bootstrap resamples, seed of resamples and drawn arrangements, interval level.
         block: start points per block; None: the fit window (the largest n_lags of the fits).
         runs_small, runs_large: optional lists of fits, one per run of that side.
@@ -143,15 +143,17 @@ def bootstrap_exponent_order(
         cs = [[np.array([m[0][t] for t in common])] for m in maps]
     else:
         cs = [[np.array(list(m.values())) for m in side if m] for side in maps]
-    base = {"block": block, "method": "runs" if by_runs else "moving blocks", "paired": paired, "n_boot": n_boot}
+    base = {
+        "block": block,
+        "method": "runs" if by_runs else "moving blocks",
+        "paired": paired,
+        "n_boot": n_boot,
+    }
     nan = float("nan")
     if not cs[0] or not cs[1]:
-        return {
-            **dict.fromkeys(("diff", "lo", "hi", "p_value", "min_p", "small", "large"), nan),
-            **{"holds": False, "reason": "no fits on one side", "n_starts": 0, "n_effective": 0},
-            **{"n_units": [0, 0], "unit": None, "test": None},
-            **base,
-        }
+        empty = {"holds": False, "reason": "no fits on one side", "n_starts": 0, "n_effective": 0}
+        empty.update(n_units=[0, 0], unit=None, test=None, **base)
+        return {**dict.fromkeys(("diff", "lo", "hi", "p_value", "min_p", "small", "large"), nan), **empty}
     small, large = (float(np.median(np.concatenate(side))) for side in cs)
     obs = large - small
     rng = np.random.default_rng(seed)

@@ -27,7 +27,9 @@ ALTERNATIVES = ("less", "two-sided")
 def _order_side(values: Sequence, name: str) -> tuple[np.ndarray, list[tuple[np.ndarray, float] | None]]:
     """Returns (kl (n,), texts): each pair's KL and, where given, its (d, factor) for the text level."""
     if isinstance(values, (str, bytes, Mapping)) or len(values) == 0:
-        raise ValueError(f"{name} must be a non-empty sequence of pair KLs or pair records, got {values!r:.80}")
+        raise ValueError(
+            f"{name} must be a non-empty sequence of pair KLs or pair records, got {values!r:.80}"
+        )
     kls, texts = [], []
     for i, v in enumerate(values):
         if not isinstance(v, Mapping):
@@ -35,7 +37,9 @@ def _order_side(values: Sequence, name: str) -> tuple[np.ndarray, list[tuple[np.
             texts.append(None)
             continue
         if "d" not in v and "kl" not in v:
-            raise ValueError(f"{name}[{i}] needs a 'kl' or a 'd' (per-text LL differences), got keys {list(v)}")
+            raise ValueError(
+                f"{name}[{i}] needs a 'kl' or a 'd' (per-text LL differences), got keys {list(v)}"
+            )
         factor = float(v.get("factor", 1.0))
         if not (np.isfinite(factor) and factor > 0):
             raise ValueError(f"{name}[{i}]['factor'] must be a positive unit factor, got {factor}")
@@ -45,11 +49,14 @@ def _order_side(values: Sequence, name: str) -> tuple[np.ndarray, list[tuple[np.
             continue
         d = np.asarray(v["d"], dtype=np.float64)
         if d.ndim != 1 or len(d) < 2 or not np.isfinite(d).all():
-            raise ValueError(f"{name}[{i}]['d'] must be a finite (N,) vector with N >= 2, got shape {d.shape}")
+            raise ValueError(
+                f"{name}[{i}]['d'] must be a finite (N,) vector with N >= 2, got shape {d.shape}"
+            )
         kl = float(d.var() / 2 * factor)
         if "kl" in v and not math.isclose(float(v["kl"]), kl, rel_tol=1e-3, abs_tol=1e-12):
             raise ValueError(
-                f"{name}[{i}]: 'kl' {float(v['kl']):.6g} != Var(d)/2 * factor {kl:.6g}; pass matching d and kl"
+                f"{name}[{i}]: 'kl' {float(v['kl']):.6g} != Var(d)/2 * factor {kl:.6g}; "
+                "pass matching d and kl"
             )
         kls.append(float(v.get("kl", kl)))
         texts.append((d, factor))
@@ -59,9 +66,7 @@ def _order_side(values: Sequence, name: str) -> tuple[np.ndarray, list[tuple[np.
     return kl_arr, texts
 
 
-def _two_level_means(
-    kl: np.ndarray, texts: list, n_boot: int, rng: np.random.Generator
-) -> np.ndarray:
+def _two_level_means(kl: np.ndarray, texts: list, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Returns (n_boot,) means over pairs resampled with replacement, each pair's texts resampled anew.
 
     Each pair with texts gets a pool of n_boot text-resampled KLs; every draw of that pair takes a random
@@ -115,20 +120,21 @@ def order_test(
     being the unit.
 
     Null: every pair's KL comes from one distribution, whichever side it was put on. Test statistic
-    diff = mean(larger) - mean(smaller); permutation test over the splits of the pooled pairs into sides of the
-    same sizes: all C(n_s + n_l, n_s) splits when that is <= 1e5 (p = #{splits with stat >= observed} /
-    #splits, the observed split included; min_p = 1 / #splits), else n_perm drawn splits (p = (1 + #{drawn
-    stat >= observed}) / (1 + n_perm); min_p = 1 / (1 + n_perm)). With 3 vs 2 pairs min_p = 0.1, with 3 vs 3
-    0.05: such designs cannot establish an ordering at 0.05, whatever the KLs.
+    diff = mean(larger) - mean(smaller); permutation test over the splits of the pooled pairs into sides of
+    the same sizes: all C(n_s + n_l, n_s) splits when that is <= 1e5 (p = #{splits with stat >= observed}
+    / #splits, the observed split included; min_p = 1 / #splits), else n_perm drawn splits (p = (1 +
+    #{drawn stat >= observed}) / (1 + n_perm); min_p = 1 / (1 + n_perm)). With 3 vs 2 pairs min_p = 0.1,
+    with 3 vs 3 0.05: such designs cannot establish an ordering at 0.05, whatever the KLs.
 
     Interval for diff: two-level percentile bootstrap: pairs resampled with replacement within each side, and
     where a pair carries its per-text differences, texts resampled within each drawn pair (Var/2 * factor).
 
     Args:
-        smaller, larger: one entry per pair of runs: a KL (float), or a record {"kl": float, "d": (N,) per-text
-            LL differences l_a - l_b in nats, "factor": unit factor (1, or 1 / (B ln 2) for bits per byte)}
-            with kl = Var(d)/2 * factor (ddof 0). "d" and "factor" are optional; "kl" is computed from "d"
-            when left out; when given it must match that to 0.1% (caught: a handled KL with raw d) and is used.
+        smaller, larger: one entry per pair of runs: a KL (float), or a record {"kl": float, "d": (N,)
+            per-text LL differences l_a - l_b in nats, "factor": unit factor (1, or 1 / (B ln 2) for bits
+            per byte)} with kl = Var(d)/2 * factor (ddof 0). "d" and "factor" are optional; "kl" is computed
+            from "d" when left out; when given it must match that to 0.1% (catches a handled KL with raw d)
+            and is used.
         n_perm: drawn splits when the splits are too many to enumerate; seed: seed of draws and resamples.
         level: interval level; n_boot: bootstrap resamples of the interval.
         alternative: "less" (one-sided: smaller < larger) or "two-sided" (|stat| >= |observed|).
@@ -185,7 +191,8 @@ def _verdict(res: dict, p: float, min_p: float, adjusted: str = "") -> dict:
     """Returns {holds, reason} for an ordering result at ALPHA, with p (and min_p) possibly Holm-adjusted."""
     n_s, n_l = res["n_units"]
     if min_p >= ALPHA:
-        reason = f"not testable at this design (smallest reachable {adjusted}p {min_p:.3g} with {n_s} vs {n_l} units)"
+        design = f"smallest reachable {adjusted}p {min_p:.3g} with {n_s} vs {n_l} units"
+        reason = f"not testable at this design ({design})"
     elif not res["diff"] > 0:
         reason = f"estimates order the other way (smaller {res['smaller']:.4g} >= larger {res['larger']:.4g})"
     elif p >= ALPHA:

@@ -241,6 +241,9 @@ def write_summary(out: Path, summary: dict, arrays: dict, names: list[str], wind
     """
     summary["figures"] = _write_figures(out, summary, arrays, names, window)
     summary["tables"] = _write_tables(out, summary, names)
+    scale_files = list(((summary.get("kl_scale") or {}).get("files") or {}).values())  # written by analyze
+    summary["figures"] += [f for f in scale_files if f.endswith(".png")]
+    summary["tables"] += [f for f in scale_files if f.endswith(".csv")]
     safe = json_safe(summary)
     write_atomic(out / "summary.json", json.dumps(safe, indent=1))
     return safe

@@ -15,7 +15,7 @@ _CHUNK_ELEMENTS = 1 << 22  # resampled texts per block (32 MiB of int64 indices)
 
 
 def _resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields (first resample, counts (b, n) float64): how often each text is drawn, in blocks of resamples."""
+    """Yields (first resample, counts (b, n) float64): how often each text is drawn, in blocks."""
     block = max(1, _CHUNK_ELEMENTS // n)
     for lo in range(0, n_boot, block):
         b = min(block, n_boot - lo)
@@ -25,7 +25,7 @@ def _resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> Iterator[
 
 
 def resampled_moments(d: np.ndarray, n_boot: int, rng: np.random.Generator, order: int) -> np.ndarray:
-    """Returns (n_boot, P, order) raw moments mean(d^k), k = 1..order, of the row-centred d over text resamples.
+    """Returns (n_boot, P, order) raw moments mean(d^k), k = 1..order, of the row-centred d, text resampled.
 
     Rows are centred on their full-sample mean first so differences of moments do not cancel; the resamples
     (shared by all rows) are those of resampled_half_var for the same rng state.
@@ -63,7 +63,7 @@ def half_var_se(m2: np.ndarray, m4: np.ndarray, n: int) -> np.ndarray:
 
 
 def jackknife_half_var(d: np.ndarray) -> np.ndarray:
-    """Returns (P, N) leave-one-text-out Var/2 (ddof 0) of each row of d (P, N), in O(N) from sums of d, d^2."""
+    """Returns (P, N) leave-one-text-out Var/2 (ddof 0) of each row of d (P, N), O(N) from sums of d, d^2."""
     d = d - d.mean(axis=1, keepdims=True)
     n = d.shape[1]
     s1, s2 = d.sum(axis=1, keepdims=True), (d * d).sum(axis=1, keepdims=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from trajlab.analysis.bootstrap import kl_intervals
 from trajlab.analysis.config import AnalysisConfig
+from trajlab.analysis.exclude import apply_exclusions
 from trajlab.analysis.kl import kl_paired, kl_unit_factor, prepare
 from trajlab.analysis.scale_pairs import (
     PRIORITY,
@@ -191,9 +192,7 @@ def kl_scale(stores, *, config: AnalysisConfig | None = None, lag: int | None = 
     notes: list[str] = []
     stores = list(stores)
     if option(cfg, ("exclude",), ()):
-        from trajlab.analysis.summary import _apply_exclusions  # analyze's: runs, repo ids and "run@step"
-
-        stores = _apply_exclusions(stores, cfg, notes)  # a no-op on stores analyze has already filtered
+        stores = apply_exclusions(stores, cfg, notes)  # a no-op on stores analyze has already filtered
     runs, n_bytes = load_runs(stores, cfg, notes)
     consecutive, lag = consecutive_pairs(runs, cfg, lag, notes)
     layer_cands, layer_rows = layer_pairs(runs, notes)

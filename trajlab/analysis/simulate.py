@@ -33,7 +33,7 @@ def two_distribution_pairs(
     mean_large: float = 2.0,
     cv: float = 0.17,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Case "runs from two distributions" (a true ordering): lognormal pair KLs, means mean_small < mean_large."""
+    """Case "runs from two distributions" (a true ordering): lognormal pair KLs, mean_small < mean_large."""
     return lognormal_kls(rng, n_small, mean_small, cv), lognormal_kls(rng, n_large, mean_large, cv)
 
 
@@ -58,11 +58,9 @@ def text_differences(
 def pair_records(
     rng: np.random.Generator, kls: np.ndarray, n_texts: int, kind: str = "normal", factor: float = 1.0
 ) -> list[dict]:
-    """Returns order_test records {"d", "factor"}, one per pair: per-text differences whose true Var/2 * factor
-    is the given KL (the sample KL of each record scatters around it by the text sampling error)."""
-    return [
-        {"d": text_differences(rng, n_texts, kind, var=2 * k / factor)[0], "factor": factor} for k in kls
-    ]
+    """Returns order_test records {"d", "factor"}, one per pair: per-text differences whose true
+    Var/2 * factor is the given KL (each record's sample KL scatters around it by the text sampling error)."""
+    return [{"d": text_differences(rng, n_texts, kind, var=2 * k / factor)[0], "factor": factor} for k in kls]
 
 
 def ll_for_pairs(rng: np.random.Generator, kls: np.ndarray, n_texts: int) -> tuple[np.ndarray, list]:
@@ -95,7 +93,7 @@ def fbm_sq_dist(rng: np.random.Generator, n_snapshots: int, dim: int, exponent: 
 def walk_fits(
     rng: np.random.Generator, n_starts: int = 50, window: int = 10, exponent: float = 1.0, dim: int = 64
 ) -> np.ndarray:
-    """Returns diffusion_exponents fits (n_starts full windows) of one fbm_sq_dist walk: one run's exponents."""
+    """Returns diffusion_exponents fits (n_starts full windows) of one fbm_sq_dist walk (one run)."""
     k = n_starts + window
     return diffusion_exponents(
         fbm_sq_dist(rng, k, dim, exponent), np.arange(k) * 1000, window, full_window=True

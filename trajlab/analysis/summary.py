@@ -12,15 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from trajlab.analysis.bootstrap import bootstrap_exponent_order
 from trajlab.analysis.calibrate import spiral_test, thread_test
 from trajlab.analysis.config import AnalysisConfig, tsne_perplexity
 from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, summarize_exponents
+from trajlab.analysis.exclude import apply_exclusions
+from trajlab.analysis.exponent_order import bootstrap_exponent_order
 from trajlab.analysis.findings import findings
 from trajlab.analysis.kl import kl_matrix, kl_paired, kl_unit_factor, prepare
 from trajlab.analysis.maps import embed, joint_maps
+from trajlab.analysis.order import order_test
 from trajlab.analysis.outputs import write_summary
 from trajlab.analysis.pairs import has_parent, mean_tokens, resolve_schedule, root_of
+from trajlab.analysis.scale import kl_scale
+from trajlab.analysis.scale_figure import write_scale
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base, lineage_pairs
 from trajlab.analysis.threads import layer_map, layer_threads
 
@@ -94,56 +98,6 @@ def _warmup(store, cfg: AnalysisConfig) -> dict:
     if cfg.warmup_step is not None:
         sched["warmup_steps"] = int(cfg.warmup_step)
     return sched
-
-
-def _matches(name: str, meta: dict, pattern: str) -> bool:
-    """True when a store's run name (or its repo id) is `pattern` or ends with '/pattern'."""
-    ids = [name, str(meta.get("run") or ""), str((meta.get("source") or {}).get("repo") or "")]
-    return any(i == pattern or i.endswith("/" + pattern) for i in ids if i)
-
-
-class _Excluded:
-    """A read view of a store without some snapshots (AnalysisConfig.exclude "run@step")."""
-
-    def __init__(self, store, steps: set[int]):
-        self._s, self._drop = store, steps
-        all_steps = np.asarray(store.steps, dtype=np.int64)
-        self._keep = ~np.isin(all_steps, sorted(steps))
-        self.steps = all_steps[self._keep]
-
-    def __getattr__(self, name):
-        return getattr(self._s, name)
-
-    def loglik(self, *args, **kw):
-        return np.asarray(self._s.loglik(*args, **kw))[self._keep]
-
-    def loglik_all(self, steps=None):
-        return self._s.loglik_all(steps=self.steps if steps is None else steps)
-
-    def full_layer_steps(self):
-        return [int(x) for x in self._s.full_layer_steps() if int(x) not in self._drop]
-
-
-def _apply_exclusions(stores: list, cfg: AnalysisConfig, notes: list[str]) -> list:
-    """Returns the stores without the runs and snapshots cfg.exclude names, each exclusion noted."""
-    if not cfg.exclude:
-        return stores
-    kept = []
-    for s in stores:
-        name = str(s.meta.get("run") or Path(s.path).stem)
-        runs = [e for e in cfg.exclude if "@" not in e and _matches(name, s.meta, e)]
-        if runs:
-            notes.append(f"excluded run {name} ({runs[0]}; {cfg.preset_name or 'exclude option'})")
-            continue
-        drop = {int(e.split("@")[1]) for e in cfg.exclude if "@" in e and _matches(name, s.meta, e.split("@")[0])}
-        drop &= {int(x) for x in s.steps}
-        if drop:
-            notes.append(
-                f"excluded snapshot(s) {sorted(drop)} of {name} ({cfg.preset_name or 'exclude option'})"
-            )
-            s = _Excluded(s, drop)
-        kept.append(s)
-    return kept
 
 
 def _weight_space(store, window: int, notes: list[str], fit_kw: dict) -> dict | None:
@@ -420,8 +374,6 @@ def _pairs_order(rows, pairs, pair_kl, flags, random_pairs, random_kl, random_fl
             for k in keep
         ], len(fl) - len(keep)
 
-    from trajlab.analysis.bootstrap import order_test  # TODO(lead): top-level once bootstrap.py has it
-
     small, left_small = units(pairs, pair_kl, flags)
     large, left_large = units(random_pairs, random_kl, random_flags)
     if not small or not large:
@@ -532,7 +484,7 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
         options["at_steps"] = tuple(int(s) for s in options["at_steps"])
     cfg = (config or AnalysisConfig()).replace(**options)
     notes: list[str] = []
-    stores = _apply_exclusions(list(stores), cfg, notes)
+    stores = apply_exclusions(list(stores), cfg, notes)
     lls, all_bytes = _loaded(stores)
     names = _run_names(stores)
     out = Path(out_dir)
@@ -565,6 +517,7 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
     comparison = comparison_table(trajs, kept_bytes, **kw, notes=notes, kinds=("consecutive", "seed", "size"))
     comparison += comparison_table(unclipped_trajs, kept_bytes, **kw, kinds=("finetune",))
     _add_raw(comparison, stores, names, raw_lls, all_bytes, cfg)
+    scale = kl_scale(stores, config=cfg)  # raw LL: it handles outliers per comparison itself
     summary = {
         "units": units,
         "n_texts": len(kept),
@@ -577,8 +530,11 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
         "comparison": comparison,
         "finetune_vs_base": ft,
         "joint_map": joint_maps(unclipped, names, nb, cfg.tsne, cfg.tsne_perplexity),
+        "kl_scale": scale.to_json() if scale.n_settings >= 2 else None,
         "notes": notes,
     }
     summary["findings"] = findings(summary)
     out.mkdir(parents=True, exist_ok=True)
+    if summary["kl_scale"] is not None:
+        summary["kl_scale"]["files"] = write_scale(out, scale)
     return write_summary(out, summary, arrays, names, cfg.window)

@@ -197,7 +197,8 @@ class ProbeSet:
             return _write_json(path, self.to_dict())
         if self.domains is None:
             return _write_json(path, self.texts)
-        return _write_json(path, [{"text": t, "domain": d} for t, d in zip(self.texts, self.domains, strict=True)])
+        pairs = zip(self.texts, self.domains, strict=True)
+        return _write_json(path, [{"text": t, "domain": d} for t, d in pairs])
 
     @classmethod
     def from_json(cls, path: str | Path) -> ProbeSet:
@@ -212,7 +213,8 @@ class ProbeSet:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
-                f"no probe file at {path}; pass a JSON list of texts or a file written by ProbeSet.to_json/save"
+                f"no probe file at {path}; pass a JSON list of texts or a file written by ProbeSet.to_json / "
+                "save"
             )
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
@@ -249,20 +251,26 @@ def _list_items(items: list) -> tuple[list[str], list[str] | None]:
         raise ValueError("the list holds no texts")
     if isinstance(items[0], str):
         if bad := next((i for i, x in enumerate(items) if not isinstance(x, str)), None):
-            raise ValueError(f"item {bad} is a {_json_type(items[bad])}, expected a string like the items before it")
+            raise ValueError(
+                f"item {bad} is a {_json_type(items[bad])}, expected a string like the items before it"
+            )
         return items, None
     texts, domains = [], []
     for i, x in enumerate(items):
         if not isinstance(x, dict) or not isinstance(x.get("text"), str):
             what = f"an object whose 'text' is {_json_type(x.get('text'))}" if isinstance(x, dict) else (
                 f"a {_json_type(x)}")
-            raise ValueError(f'item {i} is {what}; expected a string or a {{"text": str, "domain": str}} object')
+            raise ValueError(
+                f'item {i} is {what}; expected a string or a {{"text": str, "domain": str}} object'
+            )
         texts.append(x["text"])
         domains.append(x.get("domain"))
     if all(d is None for d in domains):
         return texts, None
     if missing := [i for i, d in enumerate(domains) if not isinstance(d, str) or not d]:
-        raise ValueError(f"item {missing[0]} has no domain (a non-empty str) while others do; give all or none")
+        raise ValueError(
+            f"item {missing[0]} has no domain (a non-empty str) while others do; give all or none"
+        )
     return texts, domains
 
 

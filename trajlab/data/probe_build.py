@@ -73,8 +73,8 @@ class ProbeRecipe:
 
 
 def byte_chunks(text: str, max_bytes: int) -> list[bytes]:
-    """Consecutive UTF-8 chunks of at most `max_bytes` bytes that concatenate back to `text`; each cut is moved
-    back to the start of a character, so every chunk decodes."""
+    """Consecutive UTF-8 chunks of at most `max_bytes` bytes that concatenate back to `text`; each cut is
+    moved back to the start of a character, so every chunk decodes."""
     data = text.encode("utf-8")
     out, start = [], 0
     while start < len(data):
@@ -117,8 +117,8 @@ def sample_chunks(documents, recipe: ProbeRecipe) -> tuple[list[str], dict]:
         raise ValueError(f"{recipe.dataset} ({recipe.split}) has no rows; pass a dataset with documents")
     if seen < recipe.n:
         raise ValueError(
-            f"{recipe.dataset} ({recipe.split}) gives {seen} chunk(s) longer than {recipe.min_bytes} bytes in "
-            f"{docs} document(s), fewer than n={recipe.n}; lower --n or --min-bytes, or use a larger split"
+            f"{recipe.dataset} ({recipe.split}) gives {seen} chunk(s) longer than {recipe.min_bytes} bytes "
+            f"in {docs} document(s), fewer than n={recipe.n}; lower --n or --min-bytes, or use a larger split"
         )
     texts = [c.decode("utf-8") for _, c in sorted(heap, reverse=True)]
     return texts, {"documents_read": docs, "chunks_seen": seen}
@@ -153,13 +153,17 @@ def _load(recipe: ProbeRecipe, cache_dir: str | None):
             ds = datasets.load_from_disk(str(path))
             if isinstance(ds, datasets.DatasetDict):
                 if recipe.split not in ds:
-                    raise ValueError(f"{path} has no split {recipe.split!r} (splits: {', '.join(ds)}); pass --split")
+                    raise ValueError(
+                        f"{path} has no split {recipe.split!r} (splits: {', '.join(ds)}); pass --split"
+                    )
                 ds = ds[recipe.split]
             return ds.to_iterable_dataset() if recipe.streaming else ds
         if path.is_file():
             suffix = path.suffix if path.suffix != ".gz" else Path(path.stem).suffix
             if suffix not in _BUILDERS:
-                raise ValueError(f"{path}: unsupported file type; use {', '.join(_BUILDERS)} (or .gz of them)")
+                raise ValueError(
+                    f"{path}: unsupported file type; use {', '.join(_BUILDERS)} (or .gz of them)"
+                )
             extra = {"sample_by": "document"} if suffix == ".txt" else {}
             kw["split"] = "train"  # a single file is one split named train
             return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), **kw, **extra)
@@ -170,7 +174,9 @@ def _load(recipe: ProbeRecipe, cache_dir: str | None):
         raise ValueError(f"{recipe.dataset} has no rows; pass a dataset with documents") from None
     except datasets.exceptions.DatasetGenerationError as e:  # e.g. an empty parquet file
         cause = " ".join(str(e.__cause__ or e).split())[:200]
-        raise ValueError(f"cannot read {recipe.dataset} ({cause}); check that it holds rows of text") from None
+        raise ValueError(
+            f"cannot read {recipe.dataset} ({cause}); check that it holds rows of text"
+        ) from None
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
         raise FileNotFoundError(
             f"no dataset {recipe.dataset!r}: not a local file or folder, and the hub cannot provide it "
@@ -199,7 +205,7 @@ def build_probe(recipe: ProbeRecipe | None = None, *, cache_dir: str | None = No
 
 
 def probe_parser():
-    """The jsonargparse parser of `trajlab probe build`: every ProbeRecipe field as a flag, --out, --cache-dir."""
+    """The jsonargparse parser of `trajlab probe build`: each ProbeRecipe field a flag; --out, --cache-dir."""
     from trajlab._args import tool_parser
 
     p = tool_parser(
@@ -208,7 +214,8 @@ def probe_parser():
     )
     p.add_class_arguments(ProbeRecipe, nested_key=None, as_group=False)
     p.add_argument("--out", type=str, required=True, help="the probe file to write (JSON, atomically)")
-    p.add_argument("--cache_dir", type=str | None, default=None, help="the `datasets` cache (default its own)")
+    p.add_argument("--cache_dir", type=str | None, default=None,
+                   help="the `datasets` cache (default its own)")
     return p
 
 
@@ -217,7 +224,7 @@ def probe_main(argv: list[str]) -> int:
     from trajlab._args import one_line, parse_tool_args
 
     if not argv or argv[0] != "build":
-        print("usage: trajlab probe build --dataset NAME_OR_PATH --out probe.json [options] (--help lists them)",
+        print("usage: trajlab probe build --dataset NAME_OR_PATH --out probe.json [options] (--help: all)",
               file=sys.stderr)
         return 2
     try:

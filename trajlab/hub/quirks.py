@@ -31,11 +31,12 @@ def registry() -> tuple[dict, ...]:
     entries = tuple(data["quirks"])
     for e in entries:
         revs = e.get("revisions")
+        names = isinstance(revs, list) and revs and all(isinstance(r, str) for r in revs)
         if (
             set(e) != set(_FIELDS)
             or not all(isinstance(e[k], str) and e[k] for k in ("id", "repo", "what", "reference"))
             or not isinstance(e["excluded_by_paper"], bool)
-            or not (revs is None or (isinstance(revs, list) and revs and all(isinstance(r, str) for r in revs)))
+            or not (revs is None or names)
         ):
             raise ValueError(f"quirks.json entry {e.get('id', e)!r} must have exactly the fields {_FIELDS}")
         re.compile(e["repo"])

@@ -132,7 +132,9 @@ def expand_revisions(spec: str | Sequence[str] | None, *, pythia: bool,
             if pythia or (branches is None and m.group(1) is None):
                 names += [r for r in PYTHIA_REVISIONS if lo <= int(r[4:]) <= hi]
             elif branches is None:
-                raise ValueError(f"revision range {item!r} needs the branch list of a hub model; pass a repo id")
+                raise ValueError(
+                    f"revision range {item!r} needs the branch list of a hub model; pass a repo id"
+                )
             else:
                 names += branch_revisions(branches(), m.group(1), lo, hi)
         elif item:

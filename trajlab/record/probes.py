@@ -27,8 +27,8 @@ def resolve_probe(
             ``<run>/trajectory``), or, for a run that is no fine-tune (or whose parent has no store: with a
             warning), the data module's held-out probe; a store folder (or "store:PATH") for that store's
             probe; or a probe JSON file (`ProbeSet.from_json`: a list of texts such as the paper's
-            data/texts.json, a list of {"text", "domain"} objects, or a file written by ProbeSet.to_json / save,
-            e.g. by `trajlab probe build`).
+            data/texts.json, a list of {"text", "domain"} objects, or a file written by ProbeSet.to_json /
+            save, e.g. by `trajlab probe build`).
         datamodule: where probe=None finds ``probe_texts`` (and ``hparams.corpus`` for the name).
         init_from: the folder the fine-tuned model was loaded from, for probe="parent".
         n_texts: keep the first n_texts of the data module's held-out probe (refused with any other probe).

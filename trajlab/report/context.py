@@ -20,7 +20,7 @@ class PageContext:
     ids: set[str] = field(default_factory=set)
     """Every section id on the page."""
     aliases: list[dict[str, str]] = field(default_factory=list)
-    """Per probe group: the id a finding names -> the id on the page (ids repeat across groups get a suffix)."""
+    """Per probe group: the id a finding names -> its id on the page (repeats across groups get a suffix)."""
     n_flagged: int = 0
     """KL values shown with the beyond-range flag."""
     tsne_skipped: list[tuple[str, int]] = field(default_factory=list)
@@ -48,8 +48,9 @@ class PageContext:
     def section(self, base: str, title: str, body: str, level: int = 3) -> Markup:
         """Returns <section id=...> with a heading; the id is registered for the verdict table's links."""
         sid = self.new_id(base)
-        return Markup(f'<section id="{html.escape(sid)}"><h{level}>{html.escape(title)}</h{level}>{body}'
-                      "</section>")
+        return Markup(
+            f'<section id="{html.escape(sid)}"><h{level}>{html.escape(title)}</h{level}>{body}</section>'
+        )
 
     def flag(self, on: bool | None) -> bool | None:
         if on:

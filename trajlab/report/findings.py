@@ -39,14 +39,26 @@ def _spiral_rows(run: str, rec: dict, summary: dict) -> list[dict]:
         holds = _holds(p, alpha, min_p)
         name = "t-SNE" if method == "tsne" else method.upper()
         verdict = sp.get("verdict") or (
-            f"the {name} map winds more than random walks with the same step sizes" if holds
-            else f"the {name} map winds no more than random walks with the same step sizes")
-        rows.append({
-            "id": f"spiral-{method}-{run}", "title": f"{run}: spiral on the {name} map", "unit": "snapshots",
-            "n": k, "test": f"|winding| vs {sp.get('n_null')} random walks with the same step sizes",
-            "p_value": p, "min_p": min_p, "verdict": verdict, "holds": holds, "section": anchor("maps", run),
-            "value": f"{fmt(sp.get('winding_turns'))} turns (random walks: 95% below {fmt(sp.get('null_q95'))})",
-        })
+            f"the {name} map winds more than random walks with the same step sizes"
+            if holds
+            else f"the {name} map winds no more than random walks with the same step sizes"
+        )
+        rows.append(
+            {
+                "id": f"spiral-{method}-{run}",
+                "title": f"{run}: spiral on the {name} map",
+                "unit": "snapshots",
+                "n": k,
+                "test": f"|winding| vs {sp.get('n_null')} random walks with the same step sizes",
+                "p_value": p,
+                "min_p": min_p,
+                "verdict": verdict,
+                "holds": holds,
+                "section": anchor("maps", run),
+                "value": f"{fmt(sp.get('winding_turns'))} turns "
+                f"(random walks: 95% below {fmt(sp.get('null_q95'))})",
+            }
+        )
     return rows
 
 
@@ -59,26 +71,50 @@ def _thread_rows(run: str, rec: dict, summary: dict) -> list[dict]:
     if holds is None and p is not None:
         verdict = f"cannot be shown with this few layers (smallest reachable p {fmt(min_p)})"
     else:
-        verdict = t.get("verdict_order") or ("adjacent layers are closer than in shuffled layer orders" if holds
-                                             else "adjacent layers are no closer than in shuffled layer orders")
+        verdict = t.get("verdict_order") or (
+            "adjacent layers are closer than in shuffled layer orders"
+            if holds
+            else "adjacent layers are no closer than in shuffled layer orders"
+        )
     kind = "all" if t.get("exact") else "random"
-    rows = [{
-        "id": f"layer-order-{run}", "title": f"{run}: layer order (threads)", "unit": "layer orders",
-        "n": t.get("n_perms"), "test": f"thread score vs {t.get('n_perms')} ({kind}) shuffled layer orders",
-        "p_value": p, "min_p": min_p, "verdict": verdict, "holds": holds, "section": anchor("layers", run),
-        "value": f"thread score {fmt(t.get('thread_score'))} (shuffled: {fmt(t.get('null_mean'))})",
-    }]
+    rows = [
+        {
+            "id": f"layer-order-{run}",
+            "title": f"{run}: layer order (threads)",
+            "unit": "layer orders",
+            "n": t.get("n_perms"),
+            "test": f"thread score vs {t.get('n_perms')} ({kind}) shuffled layer orders",
+            "p_value": p,
+            "min_p": min_p,
+            "verdict": verdict,
+            "holds": holds,
+            "section": anchor("layers", run),
+            "value": f"thread score {fmt(t.get('thread_score'))} (shuffled: {fmt(t.get('null_mean'))})",
+        }
+    ]
     if t.get("walk_p_less") is not None:
         wp = t["walk_p_less"]
         walk_holds = _holds(wp, alpha, t.get("walk_min_p"))
-        rows.append({
-            "id": f"layer-walk-{run}", "title": f"{run}: layers beyond a random walk", "unit": "layer orders",
-            "n": t.get("walk_n_null") or t.get("n_perms"), "test": "thread score vs random walks across layers",
-            "p_value": wp, "min_p": t.get("walk_min_p"), "holds": walk_holds, "section": anchor("layers", run),
-            "verdict": t.get("verdict_walk") or ("threads are tighter than a random walk across layers"
-                                                 if walk_holds else "no tighter than a random walk across layers"),
-            "value": f"thread score {fmt(t.get('thread_score'))}",
-        })
+        rows.append(
+            {
+                "id": f"layer-walk-{run}",
+                "title": f"{run}: layers beyond a random walk",
+                "unit": "layer orders",
+                "n": t.get("walk_n_null") or t.get("n_perms"),
+                "test": "thread score vs random walks across layers",
+                "p_value": wp,
+                "min_p": t.get("walk_min_p"),
+                "holds": walk_holds,
+                "section": anchor("layers", run),
+                "verdict": t.get("verdict_walk")
+                or (
+                    "threads are tighter than a random walk across layers"
+                    if walk_holds
+                    else "no tighter than a random walk across layers"
+                ),
+                "value": f"thread score {fmt(t.get('thread_score'))}",
+            }
+        )
     return rows
 
 
@@ -88,19 +124,31 @@ def _exponent_row(run: str, rec: dict) -> list[dict]:
         return []
     lo, hi = o.get("lo"), o.get("hi")
     holds = None if lo is None or hi is None else (True if lo > 0 else (False if hi < 0 else None))
-    verdict = o.get("verdict") or {True: "c_LL < c_W: subdiffusive in LL space despite weight drift",
-                                   False: "c_LL > c_W: the reverse of the paper's finding",
-                                   None: "not resolved: the interval of c_W − c_LL contains 0"}[holds]
+    verdict = (
+        o.get("verdict")
+        or {
+            True: "c_LL < c_W: subdiffusive in LL space despite weight drift",
+            False: "c_LL > c_W: the reverse of the paper's finding",
+            None: "not resolved: the interval of c_W − c_LL contains 0",
+        }[holds]
+    )
     n_boot = o.get("n_boot")
-    return [{
-        "id": f"exponents-{run}", "title": f"{run}: c_LL < c_W (diffusion exponents)", "unit": "start steps",
-        "n": o.get("n_starts"), "test": f"{n_boot} bootstrap resamples of start steps"
-        + (" (paired)" if o.get("paired") else ""), "p_value": o.get("p_value"),
-        "min_p": 1.0 / n_boot if n_boot else None, "verdict": verdict, "holds": holds,
-        "section": anchor("exponents", run),
-        "value": f"c_LL {fmt(o.get('small'))}, c_W {fmt(o.get('large'))}; c_W − c_LL {fmt(o.get('diff'))} "
-                 f"[{fmt(lo)}, {fmt(hi)}]",
-    }]
+    return [
+        {
+            "id": f"exponents-{run}",
+            "title": f"{run}: c_LL < c_W (diffusion exponents)",
+            "unit": "start steps",
+            "n": o.get("n_starts"),
+            "test": f"{n_boot} bootstrap resamples of start steps" + (" (paired)" if o.get("paired") else ""),
+            "p_value": o.get("p_value"),
+            "min_p": 1.0 / n_boot if n_boot else None,
+            "verdict": verdict,
+            "holds": holds,
+            "section": anchor("exponents", run),
+            "value": f"c_LL {fmt(o.get('small'))}, c_W {fmt(o.get('large'))}; "
+            f"c_W − c_LL {fmt(o.get('diff'))} [{fmt(lo)}, {fmt(hi)}]",
+        }
+    ]
 
 
 def _parent_row(run: str, rec: dict, summary: dict) -> list[dict]:
@@ -110,13 +158,22 @@ def _parent_row(run: str, rec: dict, summary: dict) -> list[dict]:
         return []
     units = summary.get("units", "")
     flag = beyond(kl[-1], summary, rec)
-    return [{
-        "id": f"parent-{run}", "title": f"{run}: distance from its parent {tp.get('parent')}@{tp.get('step')}",
-        "unit": "snapshots", "n": len(kl), "test": "Var/2 estimate (no test)", "p_value": None, "min_p": None,
-        "holds": None, "section": anchor("kl", run), "beyond_checked_range": flag,
-        "verdict": f"moved {fmt(kl[-1])} {units} from its parent by the last snapshot",
-        "value": f"{fmt(kl[-1])} {units} (first snapshot {fmt(kl[0])})",
-    }]
+    return [
+        {
+            "id": f"parent-{run}",
+            "title": f"{run}: distance from its parent {tp.get('parent')}@{tp.get('step')}",
+            "unit": "snapshots",
+            "n": len(kl),
+            "test": "Var/2 estimate (no test)",
+            "p_value": None,
+            "min_p": None,
+            "holds": None,
+            "section": anchor("kl", run),
+            "beyond_checked_range": flag,
+            "verdict": f"moved {fmt(kl[-1])} {units} from its parent by the last snapshot",
+            "value": f"{fmt(kl[-1])} {units} (first snapshot {fmt(kl[0])})",
+        }
+    ]
 
 
 def _finetune_row(summary: dict) -> list[dict]:
@@ -127,15 +184,26 @@ def _finetune_row(summary: dict) -> list[dict]:
     p = o.get("p_value")
     holds = _holds(p, _alpha(summary))
     n_boot = o.get("n_boot")
-    return [{
-        "id": "finetune-vs-random", "title": "fine-tunes are closer to their base than random pairs",
-        "unit": "pairs of models", "n": (ft.get("pairs") or {}).get("n"),
-        "test": f"{n_boot} paired text bootstrap resamples", "p_value": p,
-        "min_p": 1.0 / n_boot if n_boot else None, "holds": holds, "section": anchor("finetune"),
-        "verdict": o.get("verdict") or ("mean KL of fine-tune pairs is below that of random pairs" if holds
-                                        else "not shown: fine-tune pairs are not clearly closer than random pairs"),
-        "value": f"difference {fmt(o.get('diff'))} [{fmt(o.get('lo'))}, {fmt(o.get('hi'))}]",
-    }]
+    return [
+        {
+            "id": "finetune-vs-random",
+            "title": "fine-tunes are closer to their base than random pairs",
+            "unit": "pairs of models",
+            "n": (ft.get("pairs") or {}).get("n"),
+            "test": f"{n_boot} paired text bootstrap resamples",
+            "p_value": p,
+            "min_p": 1.0 / n_boot if n_boot else None,
+            "holds": holds,
+            "section": anchor("finetune"),
+            "verdict": o.get("verdict")
+            or (
+                "mean KL of fine-tune pairs is below that of random pairs"
+                if holds
+                else "not shown: fine-tune pairs are not clearly closer than random pairs"
+            ),
+            "value": f"difference {fmt(o.get('diff'))} [{fmt(o.get('lo'))}, {fmt(o.get('hi'))}]",
+        }
+    ]
 
 
 def _ordering_rows(summary: dict) -> list[dict]:
@@ -143,12 +211,21 @@ def _ordering_rows(summary: dict) -> list[dict]:
     for i, o in enumerate((summary.get("kl_scale") or {}).get("orderings") or []):
         title = o.get("title") or f"{o.get('smaller', '?')} < {o.get('larger', '?')}"
         p = o.get("p_value")
-        rows.append({
-            "id": o.get("id") or f"kl-scale-order-{i}", "title": f"KL scale: {title}",
-            "unit": o.get("unit") or "pairs of runs", "n": o.get("n"), "test": o.get("test") or "permutation",
-            "p_value": p, "min_p": o.get("min_p"), "holds": o.get("holds", _holds(p, _alpha(summary))),
-            "verdict": o.get("verdict") or "", "section": anchor("kl-scale"), "value": o.get("value") or "",
-        })
+        rows.append(
+            {
+                "id": o.get("id") or f"kl-scale-order-{i}",
+                "title": f"KL scale: {title}",
+                "unit": o.get("unit") or "pairs of runs",
+                "n": o.get("n"),
+                "test": o.get("test") or "permutation",
+                "p_value": p,
+                "min_p": o.get("min_p"),
+                "holds": o.get("holds", _holds(p, _alpha(summary))),
+                "verdict": o.get("verdict") or "",
+                "section": anchor("kl-scale"),
+                "value": o.get("value") or "",
+            }
+        )
     return rows
 
 
@@ -179,18 +256,32 @@ def verdict_table(findings: list[dict], ids: set[str], limit: float = 1.0) -> Ma
         name = Markup(f'<a href="#{html.escape(section)}">{title}</a>' if section in ids else title)
         value = html.escape(fmt(f.get("value")))
         if row_flag(f, limit):
-            value = (f'<span class=beyond title="beyond the range where Var/2 was checked against the exact KL">'
-                     f"{value} ⚠</span>")
+            value = (
+                f'<span class=beyond title="beyond the range where Var/2 was checked against the exact KL">'
+                f"{value} ⚠</span>"
+            )
         cls, sign = _VERDICT[f.get("holds") if f.get("holds") in (True, False) else None]
-        verdict = Markup(f'<span class="verdict {cls}">{sign} {html.escape(str(f.get("verdict") or ""))}</span>')
-        rows.append([name, Markup(value), f.get("unit"), f.get("n"), f.get("test"),
-                     fmt_p(f.get("p_value"), f.get("min_p")), verdict])
+        verdict = Markup(
+            f'<span class="verdict {cls}">{sign} {html.escape(str(f.get("verdict") or ""))}</span>'
+        )
+        rows.append(
+            [
+                name,
+                Markup(value),
+                f.get("unit"),
+                f.get("n"),
+                f.get("test"),
+                fmt_p(f.get("p_value"), f.get("min_p")),
+                verdict,
+            ]
+        )
         keys.append(str(f.get("id")))
     return table(HEADER, rows, cls="verdicts", row_ids=keys)
 
 
-def summary_paragraph(stores: list[tuple[str, int, int | None]], findings: list[dict], units: list[str],
-                      n_flagged: int) -> Markup:
+def summary_paragraph(
+    stores: list[tuple[str, int, int | None]], findings: list[dict], units: list[str], n_flagged: int
+) -> Markup:
     """One paragraph: what the page covers and how many findings hold.
 
     Args:
@@ -199,21 +290,29 @@ def summary_paragraph(stores: list[tuple[str, int, int | None]], findings: list[
         units: KL units of the probe groups.
         n_flagged: KL values on the page beyond the checked range.
     """
+
     def describe(run: str, k: int, layers: int | None) -> str:
         what = f"{k} snapshot{'s' if k != 1 else ''}"
         return f"{html.escape(run)} ({what}{f', {layers} layers' if layers else ''})"
 
-    parts = [f"This page covers {len(stores)} store{'s' if len(stores) != 1 else ''}: "
-             + ", ".join(describe(*s) for s in stores) + f"; KL in {html.escape(' and '.join(sorted(set(units))))} "
-             "(Var/2 estimator)."]
+    parts = [
+        f"This page covers {len(stores)} store{'s' if len(stores) != 1 else ''}: "
+        + ", ".join(describe(*s) for s in stores)
+        + f"; KL in {html.escape(' and '.join(sorted(set(units))))} "
+        "(Var/2 estimator)."
+    ]
     count = {v: sum(1 for f in findings if f.get("holds") is v) for v in (True, False)}
     if findings:
-        parts.append(f"Of {len(findings)} findings, {count[True]} hold, {count[False]} do not, and "
-                     f"{len(findings) - count[True] - count[False]} are open or descriptive.")
+        parts.append(
+            f"Of {len(findings)} findings, {count[True]} hold, {count[False]} do not, and "
+            f"{len(findings) - count[True] - count[False]} are open or descriptive."
+        )
         held = [html.escape(str(f.get("title"))) for f in findings if f.get("holds") is True]
         if held:
             parts.append("Holding: " + "; ".join(held) + ".")
     if n_flagged:
-        parts.append(f"{n_flagged} KL value{'s' if n_flagged != 1 else ''} lie beyond the range where Var/2 was "
-                     "checked against the exact KL (marked ⚠): read them as large, not as exact.")
+        parts.append(
+            f"{n_flagged} KL value{'s' if n_flagged != 1 else ''} lie beyond the range where Var/2 was "
+            "checked against the exact KL (marked ⚠): read them as large, not as exact."
+        )
     return Markup("<p class=lede>" + " ".join(parts) + "</p>")

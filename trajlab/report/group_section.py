@@ -18,23 +18,46 @@ def _comparison(summary: dict, ctx: PageContext) -> str:
     level = f"{float(o.get('level') or 0.95):.0%}"
     unit, key = ("bits/byte", "bits_per_byte") if bits else ("nats/text", "nats")
     domains = bool(rows) and f"within_{key}" in rows[0]
-    header = ["kind", "a", "step a", "b", "step b", "lag", f"KL ({unit}) [{level} text bootstrap]",
-              "KL (nats/token)"] + ([f"within domains ({unit})", f"between domains ({unit})"] if domains else [])
+    header = [
+        "kind",
+        "a",
+        "step a",
+        "b",
+        "step b",
+        "lag",
+        f"KL ({unit}) [{level} text bootstrap]",
+        "KL (nats/token)",
+    ] + ([f"within domains ({unit})", f"between domains ({unit})"] if domains else [])
     body = []
     for r in rows:
         kl = interval(r.get(f"kl_{key}"), r.get(f"ci_lo_{key}"), r.get(f"ci_hi_{key}"))
-        row = [r.get("kind"), r.get("a"), r.get("step_a"), r.get("b"), r.get("step_b"), r.get("lag"),
-               flagged(kl, ctx.flag(row_flag(r, limit)), limit), r.get("kl_nats_per_token")]
+        row = [
+            r.get("kind"),
+            r.get("a"),
+            r.get("step_a"),
+            r.get("b"),
+            r.get("step_b"),
+            r.get("lag"),
+            flagged(kl, ctx.flag(row_flag(r, limit)), limit),
+            r.get("kl_nats_per_token"),
+        ]
         body.append(row + ([r.get(f"within_{key}"), r.get(f"between_{key}")] if domains else []))
     if o.get("at_steps") is None and o.get("target_fractions"):
-        consecutive = (f"a lag of the smallest recorded spacing ≥ {o.get('lag_fraction', 0):.3%} of max_steps, at "
-                       "the first snapshot at or after " + ", ".join(f"{f:.1%}" for f in o["target_fractions"])
-                       + " of max_steps, after warm-up")
+        consecutive = (
+            f"a lag of the smallest recorded spacing ≥ {o.get('lag_fraction', 0):.3%} of max_steps, at "
+            "the first snapshot at or after "
+            + ", ".join(f"{f:.1%}" for f in o["target_fractions"])
+            + " of max_steps, after warm-up"
+        )
     else:
-        consecutive = "the given steps " + ", ".join(map(str, o.get("at_steps") or [])) + " and the next snapshot"
-    text = (f"<p>Consecutive pairs: {html.escape(consecutive)}. KL per token uses the stores' recorded token "
-            f"counts; pairs above {fmt(limit)} nat/token (marked ⚠) are beyond the range where Var/2 was checked "
-            "against the exact KL.</p>")
+        consecutive = (
+            "the given steps " + ", ".join(map(str, o.get("at_steps") or [])) + " and the next snapshot"
+        )
+    text = (
+        f"<p>Consecutive pairs: {html.escape(consecutive)}. KL per token uses the stores' recorded token "
+        f"counts; pairs above {fmt(limit)} nat/token (marked ⚠) are beyond the range where Var/2 was checked "
+        "against the exact KL.</p>"
+    )
     return ctx.section(anchor("comparison"), "KL table (cf. the paper's Table 1)", text + table(header, body))
 
 
@@ -42,41 +65,83 @@ def _finetune(summary: dict, ctx: PageContext) -> str:
     ft = summary.get("finetune_vs_base") or {}
     level = f"{float((summary.get('options') or {}).get('level') or 0.95):.0%}"
     units, limit = summary.get("units", ""), max_nats_per_token(summary)
-    body = table(["", "median", "mean", "SD", "n"],
-                 [[k, (ft.get(k) or {}).get("median"), (ft.get(k) or {}).get("mean"), (ft.get(k) or {}).get("sd"),
-                   (ft.get(k) or {}).get("n")] for k in ("pairs", "random")])
+    body = table(
+        ["", "median", "mean", "SD", "n"],
+        [
+            [
+                k,
+                (ft.get(k) or {}).get("median"),
+                (ft.get(k) or {}).get("mean"),
+                (ft.get(k) or {}).get("sd"),
+                (ft.get(k) or {}).get("n"),
+            ]
+            for k in ("pairs", "random")
+        ],
+    )
     o = ft.get("order")
     if o:
-        body += table(["mean KL fine-tune pairs < random pairs", f"difference [{level}]",
-                       "share of resamples where it fails"],
-                      [["yes" if (o.get("lo") or 0) > 0 else "not resolved",
-                        interval(o.get("diff"), o.get("lo"), o.get("hi")),
-                        fmt_p(o.get("p_value"), 1 / o["n_boot"] if o.get("n_boot") else None)]])
+        body += table(
+            [
+                "mean KL fine-tune pairs < random pairs",
+                f"difference [{level}]",
+                "share of resamples where it fails",
+            ],
+            [
+                [
+                    "yes" if (o.get("lo") or 0) > 0 else "not resolved",
+                    interval(o.get("diff"), o.get("lo"), o.get("hi")),
+                    fmt_p(o.get("p_value"), 1 / o["n_boot"] if o.get("n_boot") else None),
+                ]
+            ],
+        )
     labels, kls = ft.get("pair_labels") or [], ft.get("pair_kl") or []
     flags = ft.get("beyond_checked_range") or [None] * len(kls)
     if labels and len(labels) == len(kls):
-        body += table(["fine-tuned", "base", f"KL ({units})"],
-                      [[a, b, flagged(fmt(v), ctx.flag(f), limit)]
-                       for (a, b), v, f in zip(labels, kls, flags, strict=False)])
-    return ctx.section(anchor("finetune"), "Fine-tuned vs base (cf. the paper's Table 2); random pairs: different "
-                       "lineage roots", body)
+        body += table(
+            ["fine-tuned", "base", f"KL ({units})"],
+            [
+                [a, b, flagged(fmt(v), ctx.flag(f), limit)]
+                for (a, b), v, f in zip(labels, kls, flags, strict=False)
+            ],
+        )
+    return ctx.section(
+        anchor("finetune"),
+        "Fine-tuned vs base (cf. the paper's Table 2); random pairs: different lineage roots",
+        body,
+    )
 
 
 def _kl_scale(summary: dict, ctx: PageContext) -> str:
     scale = summary.get("kl_scale") or {}
     rows, pairs, units = scale.get("summary") or [], scale.get("pairs") or [], summary.get("units", "")
-    body = table(["setting", "pairs", "runs", f"median ({units})", "mean", "SD", "paper's median"],
-                 [[r.get("setting"), r.get("n_pairs"), r.get("n_runs"), r.get("median"), r.get("mean"), r.get("sd"),
-                   r.get("paper")] for r in rows])
+    body = table(
+        ["setting", "pairs", "runs", f"median ({units})", "mean", "SD", "paper's median"],
+        [
+            [
+                r.get("setting"),
+                r.get("n_pairs"),
+                r.get("n_runs"),
+                r.get("median"),
+                r.get("mean"),
+                r.get("sd"),
+                r.get("paper"),
+            ]
+            for r in rows
+        ],
+    )
     if pairs:
         fig, floor = kl_scale_figure(rows, pairs, units)
-        body += (f"<p>Every pair on one log axis (plotly has no symlog axis: the paper's scale is linear below 0.1; "
-                 f"here values at or below {floor:.0e} {html.escape(units)} are drawn at that floor, open "
-                 "triangles). Red crosses: beyond the checked range.</p>"
-                 + ctx.plots.div(fig, height=max(320, 70 * len({p.get('setting') for p in pairs}) + 120)))
+        body += (
+            "<p>Every pair on one log axis (plotly has no symlog axis: the paper's scale is linear below "
+            f"0.1; here values at or below {floor:.0e} {html.escape(units)} are drawn at that floor, open "
+            "triangles). Red crosses: beyond the checked range.</p>"
+            + ctx.plots.div(fig, height=max(320, 70 * len({p.get("setting") for p in pairs}) + 120))
+        )
     orderings = scale.get("orderings") or []
     if orderings and all(isinstance(o, dict) for o in orderings):
-        keys = list(dict.fromkeys(k for o in orderings for k, v in o.items() if not isinstance(v, dict | list)))
+        keys = list(
+            dict.fromkeys(k for o in orderings for k, v in o.items() if not isinstance(v, dict | list))
+        )
         body += "<h4>Orderings</h4>" + table(keys, [[o.get(k) for k in keys] for o in orderings])
     body += png_links([ctx.rel(f) for f in summary.get("figures") or [] if f.startswith("kl_scale")])
     return ctx.section(anchor("kl-scale"), "KL scale", body)
@@ -88,25 +153,38 @@ def _joint_map(summary: dict, ctx: PageContext) -> str:
     units = summary.get("units", "")
     hover = {}
     for run, rec in runs.items():
-        hover[run] = point_texts(run, rec.get("steps") or [], ctx.curves.get(run), rec.get("consecutive_kl"),
-                                 (rec.get("kl_to_parent") or {}).get("kl"), units)
+        hover[run] = point_texts(
+            run,
+            rec.get("steps") or [],
+            ctx.curves.get(run),
+            rec.get("consecutive_kl"),
+            (rec.get("kl_to_parent") or {}).get("kl"),
+            units,
+        )
     panels = [("pca", "joint PCA")]
     n, least = joint.get("n_points") or 0, tsne_min_snapshots(summary)
     text = ""
     if joint.get("tsne") and n >= least:
         panels.append(("tsne", f"joint t-SNE, perplexity {fmt(joint.get('tsne_perplexity'))} for {n} points"))
-        text = (f"<p>t-SNE perplexity = min(30, (K − 1) / 3) = {fmt(joint.get('tsne_perplexity'))} for K = {n}; "
-                "t-SNE keeps neighbourhoods, not distances: compare runs on the PCA panel.</p>")
+        text = (
+            f"<p>t-SNE perplexity = min(30, (K − 1) / 3) = {fmt(joint.get('tsne_perplexity'))} for K = {n}; "
+            "t-SNE keeps neighbourhoods, not distances: compare runs on the PCA panel.</p>"
+        )
     body = text + ctx.plots.div(joint_map_figure(joint, hover, panels), height=500)
     body += png_links([ctx.rel(f) for f in summary.get("figures") or [] if f.startswith("map_all")])
-    return ctx.section(anchor("joint-map"), "All runs on joint maps (click a legend entry to hide a run)", body)
+    return ctx.section(
+        anchor("joint-map"), "All runs on joint maps (click a legend entry to hide a run)", body
+    )
 
 
 def group_sections(summary: dict, ctx: PageContext) -> Markup:
     """Returns the stores' sections and the group's own sections, in reading order."""
     units = summary.get("units", "")
-    parts = [f"<p>{summary.get('n_texts_kept')} of {summary.get('n_texts')} probe texts, mean "
-             f"{fmt(summary.get('mean_bytes'))} bytes; KL in {html.escape(units)} (Var/2 estimator).</p>"]
+    texts = (
+        f"<p>{summary.get('n_texts_kept')} of {summary.get('n_texts')} probe texts, mean "
+        f"{fmt(summary.get('mean_bytes'))} bytes; KL in {html.escape(units)} (Var/2 estimator).</p>"
+    )
+    parts = [texts]
     parts += [run_section(run, rec, summary, ctx) for run, rec in (summary.get("runs") or {}).items()]
     if (summary.get("joint_map") or {}).get("pca"):
         parts.append(_joint_map(summary, ctx))

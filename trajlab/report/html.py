@@ -1,7 +1,7 @@
 """HTML pieces of the report page: number formatting, tables, anchors, flags and embedded images.
 
-Every cell goes through `cell` (escaped text) or is built from `Markup` (HTML this module or its callers made),
-so a run name or a note can never inject markup.
+Every cell goes through `cell` (escaped text) or is built from `Markup` (HTML this module or its callers
+made), so a run name or a note can never inject markup.
 """
 
 from __future__ import annotations
@@ -80,8 +80,10 @@ def link(text: str, target: str) -> Markup:
 def img(path: Path, caption: str) -> Markup:
     """Returns a figure with the PNG embedded as a data URI (the page stays one file)."""
     data = base64.b64encode(path.read_bytes()).decode()
-    return Markup(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-                  f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return Markup(
+        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def png_links(names: list[str]) -> Markup:
@@ -104,7 +106,7 @@ def slug(name: str) -> str:
 
 
 def anchor(kind: str, run: str | None = None) -> str:
-    """Returns the id of a page section: ``kind`` alone (``comparison``) or ``kind-<run slug>`` (``maps-pretrain``).
+    """Returns the id of a page section: ``kind`` (``comparison``) or ``kind-<run slug>`` (``maps-pretrain``).
 
     Kinds: summary, run, kl, maps, layers, exponents, scale-place (per run); comparison, finetune, kl-scale,
     joint-map, training (per page or probe group). docs/report.md lists them for the analysis' "section" keys.

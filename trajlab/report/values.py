@@ -35,7 +35,7 @@ def mean_tokens(rec: dict) -> float | None:
 
 
 def nats_per_token(value, summary: dict, rec: dict) -> float | None:
-    """A run's KL (in the summary's units) per scored token, or None when its token counts are not recorded."""
+    """A run's KL (in the summary's units) per scored token, or None without recorded token counts."""
     tokens = mean_tokens(rec)
     if value is None or not tokens or not math.isfinite(value):
         return None

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trajlab import corpus as corpora
+from trajlab.data import corpus as corpora
 from trajlab._io import write_atomic
 from trajlab.train.models import build_model, preset_meta
 from trajlab.data.tokenizer import cache_root, load_tokenizer, tokenizer_fingerprint, tokenizer_meta, train_tokenizer
