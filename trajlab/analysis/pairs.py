@@ -112,10 +112,25 @@ def parent_of(meta: dict, others: dict[str, dict]) -> tuple[str, int] | None:
         for name, m in others.items():
             if m.get("id") == parent["id"]:
                 return name, int(parent["step"])
+        if str(parent["id"]).startswith("hf:"):  # a model card's base_model: the analysed import of that repo
+            return _hub_parent(str(parent["id"])[3:], int(parent.get("step") or 0), others)
         return None
     old = meta.get("parent")
     if isinstance(old, dict) and old.get("run") in others and old.get("step") is not None:
         return old["run"], int(old["step"])
+    return None
+
+
+def _hub_parent(repo: str, step: int, others: dict[str, dict]) -> tuple[str, int] | None:
+    """Returns (name, step) of the analysed import of a hub repo: at `step` if stored, else its last step.
+
+    The steps a store holds are not in its meta, so the step is resolved by the caller (lineage_pairs checks
+    that the parent snapshot exists and notes it when not); 0 stands for "the base's final snapshot".
+    """
+    for name, m in others.items():
+        model = m.get("model") or {}
+        if repo in (model.get("name"), model.get("repo"), (m.get("source") or {}).get("repo")):
+            return name, step if step else -1
     return None
 
 

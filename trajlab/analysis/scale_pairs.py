@@ -107,6 +107,8 @@ def load_runs(stores: list, cfg, notes: list[str]) -> tuple[dict[str, Run], np.n
         quant = r.meta.get("quantization")
         r.kind = "quantized" if quant else "fine-tune" if has_parent(r.meta) else "pretraining"
         r.parent = parent_of(r.meta, metas) or (_quant_parent(quant, runs) if quant else None)
+        if r.parent is not None and r.parent[1] < 0:  # a hub base named by a model card: its last snapshot
+            r.parent = (r.parent[0], int(runs[r.parent[0]].steps[-1]))
     return runs, n_bytes
 
 

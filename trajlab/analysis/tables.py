@@ -116,7 +116,8 @@ def comparison_pairs(
         if step is None:
             continue
         seeds = (a.meta.get("seed"), b.meta.get("seed"))
-        if a.size == b.size and None not in seeds and seeds[0] != seeds[1]:
+        same_kind = a.meta.get("seed_varies") == b.meta.get("seed_varies")  # PolyPythia data- / weight-seeds
+        if a.size == b.size and None not in seeds and seeds[0] != seeds[1] and same_kind:
             out.append(("seed", a, step, b, step))
         elif a.size != b.size and seeds[0] == seeds[1]:
             out.append(("size", a, step, b, step))
@@ -139,6 +140,8 @@ def lineage_pairs(
         if not has_parent(t.meta):
             continue
         parent = parent_of(t.meta, metas)
+        if parent is not None and parent[1] < 0:  # a hub base named by a model card: its last snapshot
+            parent = (parent[0], int(by_name[parent[0]].steps[-1]))
         if parent is None or parent[1] not in by_name[parent[0]].steps:
             if notes is not None:
                 notes.append(f"fine-tuned vs base: the parent snapshot of {t.name!r} is not analysed here")
