@@ -1,200 +1,234 @@
 """The findings of scripts/reproduce_toy.py, every number through trajlab.analysis, and docs/reproduction.md.
 
-Pairs keep the papers' definitions: consecutive = the seed-0 run's fixed-lag pairs after warm-up
-(`fixed_lag_pairs`); between seeds = final snapshots of the three seeds; between sizes = the final snapshot of
-the reference size against each other size trained on the same data order; fine-tuned vs base = each fine-tune's
-final snapshot against the base snapshot it started from; random pairs = models of the fine-tune table with
-different lineage roots. An ordering holds when its point estimates order that way and `bootstrap_order`'s (or
-`bootstrap_exponent_order`'s) p < 0.05.
+- The KL scale: `kl_scale` over every store of the design (settings found from meta and lineage; the paper's
+  outlier handling per pretraining comparison), `scale_orderings` with runs as units.
+- seeds < sizes: one test per pair of sizes (e.g. nano vs tiny), its units the size pairs of that pair of sizes
+  at every data order, against all seed pairs; Holm over the pairs of sizes. (One size pair against the seed
+  pairs alone has 1 vs n units: smallest reachable p 1 / (n + 1), never below 0.05 with n < 19.)
+- c_LL < c_W: `bootstrap_exponent_order` with the gridded runs as units (each run's fits of the LL-space KL and
+  of the squared weight distance; runs permuted between the two sides).
+- Spiral (PCA and t-SNE, sign-flip null, two-sided, after warm-up) and layer threads (order test and walk test)
+  per dense seed.
+Every ordering carries unit, n, test, p, smallest reachable p and a verdict in words (trajlab.analysis.findings).
 """
 
 from __future__ import annotations
 
-import itertools
 import shutil
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
 ALPHA = 0.05
-PAPER = {  # bits/byte, Kishino et al. v1 tables (Pythia-410M)
-    "consecutive early": "0.069 (10k->11k)", "consecutive middle": "0.053 (50k->51k)",
-    "consecutive late": "0.023 (100k->101k)", "between seeds": "0.11 (mean)", "between sizes": "0.28 .. 1.7",
-    "fine-tuned vs base": "0.40 (median)", "random pairs": "2.1 (median)",
-}
 
 
-def _jsonable(test: dict) -> dict:
-    return {k: v for k, v in test.items() if not isinstance(v, np.ndarray)}
+def _jsonable(x):
+    from trajlab.analysis.outputs import json_safe
+
+    if isinstance(x, dict):
+        x = {k: v for k, v in x.items() if k not in ("xy", "null_turns")}  # arrays the doc never shows
+    return json_safe(x)
 
 
-def p_text(p: float, n: int) -> str:
-    """A resampling p-value as text: 'p < 1/n' when no resample went the other way (never 'p = 0')."""
-    return f"p < {1 / n:.2g} (0 of {n} resamples)" if p == 0 else f"p = {p:.3g}"
+def _verdict(name: str, res: dict, unit: str) -> str:
+    """A sentence: the ordering holds or why it is not shown, with its numbers."""
+    from trajlab.analysis.findings import fmt_p
+
+    p, min_p = res.get("p_holm", res["p_value"]), res.get("min_p_holm", res["min_p"])
+    n_s, n_l = res["n_units"]
+    numbers = (f"difference {res['diff']:.3g} [{res['lo']:.3g}, {res['hi']:.3g}], "
+               f"{'Holm-adjusted ' if 'p_holm' in res else ''}{fmt_p(p, min_p)}, {n_s} vs {n_l} {unit}")
+    return f"{name} holds: {numbers}." if res["holds"] else f"{name} is not shown, {res['reason']}: {numbers}."
 
 
-def ordering_text(o: dict) -> str:
-    """'smaller a < larger b: difference d [lo, hi], p' from the numbers of one results["orderings"] entry."""
-    small, large = o.get("smaller", o.get("small")), o.get("larger", o.get("large"))
-    a, b = (side.split(" (")[0] for side in o["name"].split(" < "))
-    return (f"{a} {small:.4g} < {b} {large:.4g}: difference {o['diff']:.3g} [{o['lo']:.3g}, {o['hi']:.3g}], "
-            f"{p_text(o['p_value'], o['n_boot'])}")
+def size_orderings(scale, preset: dict[str, str], sizes: tuple[str, ...], n_boot: int) -> list[dict]:
+    """seeds < sizes, one test per pair of sizes (units: its size pairs over data orders), Holm-corrected."""
+    from trajlab.analysis.bootstrap import order_family
 
-
-def _ordering(name: str, test: dict, pairs: tuple | None = None) -> dict:
-    """One entry of results["orderings"] ("a < b" names); `pairs` = (smaller pairs, larger pairs) as row labels."""
-    holds = bool(np.isfinite(test["diff"]) and test["diff"] > 0 and test["p_value"] < ALPHA)
-    out = {"name": name, "holds": holds, "p_value": test["p_value"], **_jsonable(test)}
-    out["detail"] = ordering_text(out)
-    if pairs is not None:
-        out["smaller_pairs"], out["larger_pairs"] = pairs
+    seeds, left_s = scale.units_of("seeds")
+    by_sizes: dict[str, list] = {}
+    for u in scale.units_of("sizes")[0]:
+        a, b = sorted((preset[u["pair"]["store_a"]], preset[u["pair"]["store_b"]]), key=sizes.index)
+        by_sizes.setdefault(f"{a} vs {b}", []).append(u)
+    if not seeds or not by_sizes:
+        return []
+    family = order_family(seeds, by_sizes, seed=0, n_boot=n_boot)
+    out = []
+    for name, res in family.items():
+        res = {k: v for k, v in res.items()} | {"test": f"{res['test']}, Holm over {len(family)} pairs of sizes"}
+        title = f"seeds < sizes ({name})"
+        out.append(res | {"name": title, "title": title, "smaller_setting": "seeds", "larger_setting": "sizes",
+                          "unit": "pairs of runs", "n": sum(res["n_units"]), "n_left_out": left_s,
+                          "verdict": _verdict(title, res, "pairs of runs")})
     return out
 
 
-def findings(design, out: Path, runs: list) -> dict:
-    """orderings, table, spiral_test, thread_test (and the pairs used) from the stores of a finished design."""
+def exponent_ordering(stores: dict, gridded: list[str], cfg, n_boot: int) -> tuple[dict, dict]:
+    """c_LL < c_W with runs as units; also {run: {c_ll, c_w medians, n_fits}}."""
     from trajlab import analysis as ta
-    from trajlab.analysis.config import PAPER_LAG_FRACTION, PAPER_TARGET_FRACTIONS
+
+    lls = [stores[n].loglik() for n in gridded]
+    masks = [stores[n].steps >= stores[n].meta["warmup_steps"] for n in gridded]
+    cleaned, nb, _ = ta.prepare(lls, stores[gridded[0]].n_bytes, clip_quantile=cfg.clip_quantile,
+                                drop_jump_fraction=cfg.jump_drop, jump_rows=masks)
+    fits_ll, fits_w, per_run = [], [], {}
+    for n, ll in zip(gridded, cleaned, strict=True):
+        s, warm = stores[n], stores[n].meta["warmup_steps"]
+        fl = ta.diffusion_exponents(ta.kl_matrix(ll, nb), s.steps, window=cfg.window, min_t0=warm,
+                                    full_window=True)
+        fw = ta.diffusion_exponents(s.weight_sq_dist_matrix(), s.weight_steps, window=cfg.window, min_t0=warm,
+                                    full_window=True)
+        fits_ll.append(fl)
+        fits_w.append(fw)
+        per_run[n] = {"c_ll": float(np.median(fl["c"])), "c_w": float(np.median(fw["c"])), "n_fits": len(fl)}
+    res = ta.bootstrap_exponent_order(None, None, n_boot=n_boot, seed=0, runs_small=fits_ll, runs_large=fits_w)
+    title = "c_LL < c_W"
+    unit = "runs (median exponent per run)"
+    res = res | {"name": title, "title": title, "unit": unit, "n": sum(res["n_units"]),
+                 "smaller_setting": "c_LL", "larger_setting": "c_W", "verdict": _verdict(title, res, "runs")}
+    return res, per_run
+
+
+def findings(design, out: Path, runs: list) -> dict:
+    """The scale, orderings, spiral and thread tests per dense seed, and the findings rows of a finished design."""
+    from trajlab import analysis as ta
+    from trajlab.analysis.findings import findings as finding_rows
     from trajlab.store import TrajectoryStore
 
     stores = {r.name: TrajectoryStore.open(out / r.name / "trajectory") for r in runs}
-    ref = f"A-tiny-s{design.seeds[0]}"
-    main = stores[ref]
-    nb, steps, ll0 = main.n_bytes, main.steps, main.loglik()
-    names = [r.name for r in runs]
-    ll = np.vstack([ll0, np.stack([stores[n].loglik()[-1] for n in names])])  # (K0 + R, N)
-    row = {n: len(ll0) + i for i, n in enumerate(names)}
-    at = {int(s): i for i, s in enumerate(steps)}
+    cfg = ta.AnalysisConfig(n_boot=design.n_boot, seed=0)
+    scale = ta.kl_scale(list(stores.values()), config=cfg)
+    written = ta.write_scale(out / "scale", scale)
+    orderings = [o for o in ta.scale_orderings(scale, n_boot=design.n_boot)
+                 if o.get("smaller_setting") != "seeds"]
+    preset = {r.name: r.preset for r in runs if r.kind == "pretraining"}
+    orderings[1:1] = size_orderings(scale, preset, design.sizes, design.n_boot)
+    gridded = [r.name for r in runs if r.kind == "pretraining" and r.family == "A" and r.preset in design.gridded]
+    exp_order, exponents = exponent_ordering(stores, gridded, cfg, design.n_boot)
+    orderings.append(exp_order)
 
-    lagged = ta.fixed_lag_pairs(steps, design.steps, design.warmup, PAPER_LAG_FRACTION, PAPER_TARGET_FRACTIONS)
-    cons = [(at[a], at[b]) for _, a, b in lagged["pairs"]]
-    seeds = [(row[f"A-tiny-s{a}"], row[f"A-tiny-s{b}"]) for a, b in itertools.combinations(design.seeds, 2)]
-    sizes = [(row[ref], row[f"A-{p}-s{design.seeds[0]}"]) for p in design.sizes]
-    fts = [r for r in runs if r.parent]
-    ft_pairs = [(row[r.name], row[r.parent]) for r in fts]
-    table_models = sorted({r.name for r in fts} | {r.parent for r in fts}, key=names.index)
-    root = {r.name: r.root for r in runs}
-    random = [(row[a], row[b]) for a, b in itertools.combinations(table_models, 2) if root[a] != root[b]]
-    label = {i: f"{ref}@{s}" for s, i in at.items()} | {i: n for n, i in row.items()}
+    dense = [r.name for r in runs if r.kind == "pretraining" and r.family == "A" and r.preset == design.dense]
+    per_run = {}
+    for name in dense:
+        s = stores[name]
+        warm, nb = s.meta["warmup_steps"], s.n_bytes
+        maps = {m: {"spiral": _jsonable(ta.spiral_test(s.loglik(), m, n, seed=0, n_bytes=nb, steps=s.steps,
+                                                       warmup_steps=warm))}
+                for m, n in (("pca", design.spiral_n_null), ("tsne", design.spiral_n_null_tsne))}
+        full = s.full_layer_steps()
+        threads = _jsonable(ta.thread_test(s.loglik_all(full), n_bytes=nb)) | {"n_snapshots": len(full)}
+        per_run[name] = {"steps": [int(x) for x in s.steps], "maps": maps, "layer_threads": {"test": threads}}
+    rows = finding_rows({"kl_scale": {"orderings": orderings}, "runs": per_run})
+    s0 = stores[dense[0]]
+    return {
+        "kl_scale": _jsonable(scale.to_json(orderings=orderings)),
+        "scale_files": {k: str(out / "scale" / v) for k, v in written.items()},
+        "orderings": _jsonable(orderings),
+        "exponents": exponents,
+        "runs": _jsonable(per_run),
+        "findings": _jsonable(rows),
+        "n_texts": int(len(s0.n_bytes)),
+        "mean_bytes": float(np.mean(s0.n_bytes)),
+        "domains": sorted(set(s0.probe().domains or [])),
+    }
 
-    def group(name: str, pairs: list, paper: str) -> dict:
-        kls = [ta.bootstrap_kl(ll[i], ll[j], nb, n_boot=design.n_boot) for i, j in pairs]
-        return {"quantity": name, "paper": paper, "n_pairs": len(pairs),
-                "mean": float(np.mean([k[0] for k in kls])) if kls else float("nan"),
-                "median": float(np.median([k[0] for k in kls])) if kls else float("nan"),
-                "pairs": [{"a": label[i], "b": label[j], "kl": k[0], "lo": k[1], "hi": k[2]}
-                          for (i, j), k in zip(pairs, kls, strict=True)]}
 
-    names_cons = ["consecutive early", "consecutive middle", "consecutive late"][: len(cons)]
-    table = [group(f"{n} ({lagged['pairs'][k][1]}->{lagged['pairs'][k][2]})", [p], PAPER[n])
-             for k, (n, p) in enumerate(zip(names_cons, cons, strict=True))]
-    table += [group("between seeds", seeds, PAPER["between seeds"]),
-              group("between sizes", sizes, PAPER["between sizes"]),
-              group("fine-tuned vs base", ft_pairs, PAPER["fine-tuned vs base"]),
-              group("random pairs (different roots)", random, PAPER["random pairs"])]
-
-    def order(name: str, smaller: list, larger: list) -> dict:
-        test = ta.bootstrap_order(ll, smaller, larger, nb, n_boot=design.n_boot, seed=0)
-        named = tuple([[label[i], label[j]] for i, j in p] for p in (smaller, larger))
-        return _ordering(name, test, pairs=named)
-
-    orderings = []
-    if cons:
-        orderings.append(order("consecutive < between seeds", cons, seeds))
-    orderings.append(order("between seeds < between sizes", seeds, sizes))
-    orderings.append(order("fine-tuned vs base < random pairs", ft_pairs, random))
-    if len(cons) == 3:
-        orderings.append(order("late consecutive < early consecutive (after warm-up)", [cons[2]], [cons[0]]))
-    fits_ll = ta.diffusion_exponents(ta.kl_matrix(ll0, nb), steps, window=10, min_t0=design.warmup,
-                                     full_window=True)
-    fits_w = ta.diffusion_exponents(main.weight_sq_dist_matrix(), main.weight_steps, window=10,
-                                    min_t0=design.warmup, full_window=True)
-    orderings.append(_ordering("c_LL < c_W (diffusion exponents)",
-                               ta.bootstrap_exponent_order(fits_ll, fits_w, n_boot=design.n_boot)))
-
-    spiral = {m: _jsonable(ta.spiral_test(ll0, m, n, seed=0, n_bytes=nb))
-              for m, n in (("pca", design.spiral_n_null), ("tsne", design.spiral_n_null_tsne))}
-    full = main.full_layer_steps()  # layer threads: the snapshots that hold every lens layer
-    threads = _jsonable(ta.thread_test(main.loglik_all(full), n_bytes=nb))
-    threads["n_snapshots"] = len(full)
-    return {"orderings": orderings, "table": table, "spiral_test": spiral, "thread_test": threads,
-            "consecutive_pairs": {k: v for k, v in lagged.items() if k != "pairs"} | {"pairs": lagged["pairs"]},
-            "n_texts": int(len(nb)), "mean_bytes": float(nb.mean()),
-            "domains": list(main.probe().domains or []) and sorted(set(main.probe().domains))}
+def _g(x, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}g}"
 
 
 def write_doc(results: dict, path: Path) -> Path:
-    """docs/reproduction.md from results.json: the table beside the paper's numbers, orderings with p-values,
-    spiral and thread tests against their nulls, the report's figures, the exact command and the wall time."""
+    """docs/reproduction.md from results.json: the scale table beside the paper's values, the scale figure, every
+    ordering with unit, n, p, smallest reachable p and verdict, spiral and threads, the design, machine, time."""
+    from trajlab.analysis.findings import fmt_p
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = Path(results["report"]).parent
     figures = path.parent / "reproduction"
     shutil.rmtree(figures, ignore_errors=True)
     figures.mkdir()
-    ref = next(r["name"] for r in results["hyperparameters"]["runs"] if r["parent"] is None)
-    keep = [f"map_{ref}.png", f"diffusion_{ref}.png", f"threads_{ref}.png", "map_all.png", "training_curves.png"]
-    found = {p.name: p for p in report.rglob("*.png")}
-    pngs = [found[k] for k in keep if k in found]
-    for png in pngs:
-        shutil.copy(png, figures / png.name)
-    hp = results["hyperparameters"]
+    png = Path(results["scale_files"]["figure"])
+    if png.is_file():
+        shutil.copy(png, figures / "kl_scale.png")
+    hp, ks = results["hyperparameters"], results["kl_scale"]
     trained = len(results["train_wall_s"])
+    n_runs = len(hp["runs"])
     lines = [
-        "# Toy reproduction of the papers' findings",
+        "# The KL scale at toy scale, replicated over seeds",
         "",
         "Written by `scripts/reproduce_toy.py --write-doc` from one run; do not edit by hand.",
         "",
         f"Command: `{results['command']}`  ",
-        f"Wall time: {results['wall_s']:.0f} s ({results['wall_s'] / 60:.0f} min) on"
-        f" {results.get('machine', 'this machine')}; {trained} of {len(hp['runs'])} runs trained in this invocation"
-        + (f" (the others reused from {results['out']})" if trained < len(hp["runs"]) else "") + ".",
+        f"Wall time: {results['wall_s']:.0f} s ({results['wall_s'] / 60:.0f} min; training"
+        f" {results['stage_wall_s']['train']:.0f} s, analysis {results['stage_wall_s']['analysis']:.0f} s) on"
+        f" {results['machine']}, {hp['jobs']} runs at a time; {trained} of {n_runs} stores made in this invocation"
+        + (f" (the others reused from {results['out']})" if trained < n_runs else "") + ".",
         "",
-        f"Design: {len(hp['runs'])} runs; {hp['steps']} pretraining steps of {hp['batch_size']} x {hp['seq_len']}"
-        f" tokens, peak lr {hp['lr']}, {hp['warmup_steps']} warm-up steps, cosine to {hp['min_lr_ratio']:.0%};"
-        f" fine-tunes {hp['finetune_steps']} steps at lr {hp['lr'] * hp['ft_lr_ratio']:.2g}; probe"
-        f" {results['n_texts']} texts (mean {results['mean_bytes']:.0f} bytes). KL in bits per byte.",
+        "## The scale",
         "",
-        "| quantity | toy (mean) | toy (median) | interval: one pair's 95% bootstrap, or the pairs' range | pairs |"
-        " paper |",
-        "|---|---|---|---|---|---|",
+        f"KL in {ks['units']} (Var/2 of per-text LL differences over {results['n_texts']} probe texts, mean"
+        f" {results['mean_bytes']:.0f} bytes). Interval: the range of the setting's pairs; each pair's own interval"
+        " is a BCa text bootstrap (texts only, runs fixed) in results.json.",
+        "",
+        "| setting | pairs | runs | median | mean | sd | range | flagged | paper | paper's source |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-
-    def spread(r: dict) -> str:  # one pair: its 95% text-bootstrap interval; several: the range of their KLs
-        ps = r["pairs"]
-        if len(ps) == 1:
-            return f"[{ps[0]['lo']:.4g}, {ps[0]['hi']:.4g}]"
-        return f"{min(p['kl'] for p in ps):.4g} .. {max(p['kl'] for p in ps):.4g}" if ps else "–"
-
-    lines += [f"| {r['quantity']} | {r['mean']:.4g} | {r['median']:.4g} | {spread(r)} | {r['n_pairs']} |"
-              f" {r['paper']} |" for r in results["table"]]
-    cp = results["consecutive_pairs"]
-    lines += ["", f"Paper: Kishino et al., v1 tables (Pythia-410M, 143k steps). Consecutive pairs keep the paper's"
-              f" fixed lag: {cp['lag']} steps = {cp['lag'] / cp['max_steps']:.2%} of the run (paper: 1000 of 143000"
-              f" = {1000 / 143000:.2%}), at the first snapshot after warm-up at or after 7%, 35% and 70% of"
-              " training (the paper's 10k, 50k and 100k of 143k). Random pairs: final models with different lineage"
-              " roots."]
-    held = sum(o["holds"] for o in results["orderings"])
-    lines += ["", "## Orderings", "",
-              "Paired bootstrap over the probe texts (the exponent ordering: over start snapshots); an ordering holds"
-              " when the point estimates order that way and the share of resamples where it fails is below"
-              f" {ALPHA}. {held} of {len(results['orderings'])} hold.", ""]
-    lines += [f"- **{'holds' if o['holds'] else 'does not hold'}**: {o['name']}: {ordering_text(o)}"
-              for o in results["orderings"]]
-    lines += ["", "## Spiral and layer threads against their nulls", ""]
-    for m, s in results["spiral_test"].items():
-        verdict = "stands out from" if s["p_value"] < ALPHA else "does not stand out from"
-        lines.append(f"- spiral ({m}): |winding| {s['winding_turns']:.2f} turns; random walks with the same step"
-                     f" sizes, embedded the same way: mean {s['null_mean']:.2f}, 95% quantile {s['null_q95']:.2f};"
-                     f" p = {s['p_value']:.3g} ({s['n_null']} walks): the trajectory {verdict} random walks.")
-    t = results["thread_test"]
-    verdict = "layers form threads beyond" if t["p_value"] < ALPHA else "no threads beyond"
-    lines.append(f"- layer threads: score {t['thread_score']:.3g} (adjacent / non-adjacent layer KL); shuffled layer"
-                 f" orders: mean {t['null_mean']:.3g}, 5% quantile {t['null_q05']:.3g}; p = {t['p_value']:.3g}"
-                 f" ({t['n_perms']} permutations) over the {t['n_snapshots']} snapshots holding every layer:"
-                 f" {verdict} shuffled layer orders." + (f" ({t['note']})" if t.get("note") else ""))
-    lines += ["", "## Figures", "",
-              f"The seed-0 `tiny` run (the dense one) and all runs together; every run's figures and tables are on"
-              f" the report page `{results['report']}`.", ""]
-    lines += [f"![{p.stem}](reproduction/{p.name})" for p in pngs]
+    lines += [f"| {r['label']} | {r['n_pairs']} | {r['n_runs']} | {_g(r['median'], 4)} | {_g(r['mean'], 4)} |"
+              f" {_g(r['sd'])} | {_g(r['min'])} .. {_g(r['max'])} | {r['n_flagged']} | {_g(r['paper'])} |"
+              f" {r['paper_note']} |" for r in ks["summary"]]
+    lines += ["", "![KL scale](reproduction/kl_scale.png)", "",
+              "Outlier handling (the authors' code): the pretraining comparisons (Early and Later, seeds, sizes)"
+              " are clipped at the 2% quantile over their runs and lose the 3% of texts with the largest"
+              " post-warm-up jumps, B recomputed; other settings use every text, unclipped. "
+              + " ".join(f"{g}: {h['n_texts_kept']} texts kept." for g, h in ks["handling"].items()),
+              ""] + [f"- note: {n}" for n in ks["notes"]]
+    lines += ["", "## Orderings (runs as units)", "",
+              "Permutation tests over units (exact when the splits number <= 10^5); an ordering holds when the"
+              f" estimates order that way and p < {ALPHA} (Holm-adjusted in a family).", "",
+              "| ordering | unit | n | test | p | smallest reachable p | verdict |", "|---|---|---|---|---|---|---|"]
+    for o in results["orderings"]:
+        p, mp = o.get("p_holm", o.get("p_value")), o.get("min_p_holm", o.get("min_p"))
+        n = " vs ".join(str(x) for x in o["n_units"]) if o.get("n_units") else "–"
+        lines.append(f"| {o['name']} | {o['unit']} | {n} | {o.get('test') or '–'} | {_g(p, 2)} | {_g(mp, 2)} |"
+                     f" {'holds' if o['holds'] else 'not shown'} |")
+    lines += [""] + [f"- {o['verdict']}" for o in results["orderings"]]
+    lines += ["", "Per gridded run, median local exponent c over start points (window 10): "
+              + "; ".join(f"{n} c_LL {e['c_ll']:.3g}, c_W {e['c_w']:.3g} ({e['n_fits']} fits)"
+                          for n, e in results["exponents"].items()) + "."]
+    lines += ["", "## Spiral and layer threads, per dense seed", ""]
+    for f in results["findings"]:
+        if f["section"].startswith("run-"):
+            lines.append(f"- {f['title']} {f['verdict']}; {f['value']}; unit: {f['unit']}, n = {f['n']},"
+                         f" test: {f['test']}, {fmt_p(f['p_value'], f['min_p'])}.")
+    lines += ["", "## Design", "", *design_lines(results), ""]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def design_lines(results: dict) -> list[str]:
+    """The design and what was traded for the time budget, from the recorded hyper-parameters."""
+    hp = results["hyperparameters"]
+    params = ", ".join(f"{n} {v / 1e6:.2f}M" for n, v in results["parameters"].items())
+    kinds = {k: sum(r["kind"] == k for r in hp["runs"]) for k in ("pretraining", "fine-tune", "quantized")}
+    dense = f"A-{hp['dense']}-s{hp['seeds'][0]}"
+    k = len(hp["schedules"][dense])
+    return [
+        f"- {len(hp['runs'])} stores: {kinds['pretraining']} pretraining runs, {kinds['fine-tune']} fine-tunes,"
+        f" {kinds['quantized']} quantized copies. Parameters: {params}.",
+        f"- Pretraining: {hp['steps']} steps of {hp['batch_size']} x {hp['seq_len']} tokens, peak lr {hp['lr']},"
+        f" {hp['warmup_steps']} warm-up steps, cosine to {hp['min_lr_ratio']:.0%}; family A sizes"
+        f" {', '.join(hp['sizes'])} x seeds {', '.join(map(str, hp['seeds']))} (a seed sets init and data order).",
+        f"- Gridded runs ({', '.join(hp['gridded'])}): {k} snapshots every {hp['grid']} steps (the Early / Later"
+        f" lag, {hp['grid'] / hp['steps']:.1%} of the run; paper 0.7%), weight distances for c_W; dense"
+        f" ({hp['dense']}): every lens row at every {hp['layers_every']}th snapshot and the last.",
+        f"- Fine-tunes: {hp['finetune_steps']} steps ({hp['ft_fraction']:.0%} of pretraining) at"
+        f" {hp['ft_lr_ratio']:.0%} of the peak lr on shifted mixtures {hp['mixtures']['A-ft']} (A) and"
+        f" {hp['mixtures']['B-ft']} (B); sized from reasoning before the run (see the script's docstring).",
+        f"- Quantization: {', '.join(hp['formats'])} of every final {', '.join(hp['quantized'])} model.",
+        "- Traded for the time budget: lens rows only on the dense runs and only at every"
+        f" {hp['layers_every']}th snapshot; the grid ({hp['grid']} steps) 4.7x coarser than the paper's relative"
+        " lag; small and the other families scored once (final step); quantization of the two smaller sizes"
+        " only; one probe of"
+        f" {results['n_texts']} texts for every arm (the scale compares stores of one probe only).",
+        f"- Longest probe text in tokens per family: {results['longest_probe_tokens']} (context {hp['seq_len']}).",
+    ]

@@ -25,11 +25,12 @@ from safetensors.numpy import load_file
 from trajlab import import_checkpoints, merge_stores
 from trajlab.hub.checkpoints import RefusedCheckpointError
 from trajlab.cli import main as trajlab_main
-from trajlab.hub.importer import import_main, merge_main
+from trajlab.hub.importer import import_main
 from trajlab.lens import score_model
 from trajlab.data.probe import ProbeSet
 from trajlab.hub.revisions import PYTHIA_REVISIONS, expand_revisions, revision_steps, shard_part
 from trajlab.sketch import WeightSketch
+from trajlab.store.merge import merge_main
 from trajlab.store import TrajectoryStore
 from trajlab.data.tokenizer import tokenizer_fingerprint
 

@@ -39,14 +39,24 @@ def test_demo_writes_report_and_summary(demo):
     assert set(summary["training"]) >= {"pretrain", "finetune"}
 
 
+def _kept(toy: dict, n_texts: int) -> np.ndarray:
+    """The texts the analysis kept (its outlier handling drops a few by their jumps)."""
+    kept = np.ones(n_texts, dtype=bool)
+    kept[(toy.get("outliers") or {}).get("dropped") or []] = False
+    return kept
+
+
 def test_report_numbers_match_a_direct_computation(demo):
     out = Path(demo["report"]).parent
     summary = json.loads((out / "summary.json").read_text())
     toy = next(g["summary"] for g in summary["groups"] if "pretrain" in g["summary"]["runs"])
     store = TrajectoryStore.open(Path(demo["pretrain"]) / "trajectory")
     ll = store.loglik()
-    d = ll[1:] - ll[:-1]
-    direct = d.var(axis=1) / 2 / (store.n_bytes.mean() * np.log(2))  # Var/2 in bits per byte, ddof=0
+    q = toy["options"].get("clip_quantile")  # the authors' rule: clip the pretraining run at its 2% quantile
+    ll = np.maximum(ll, np.quantile(ll, q)) if q else ll
+    kept = _kept(toy, ll.shape[1])
+    d = ll[1:, kept] - ll[:-1, kept]
+    direct = d.var(axis=1) / 2 / (store.n_bytes[kept].mean() * np.log(2))  # Var/2 in bits per byte, ddof=0
     np.testing.assert_allclose(toy["runs"]["pretrain"]["consecutive_kl"], direct, rtol=1e-9, atol=1e-15)
     page = (out / "report.html").read_text()
     # The page's first-consecutive-KL cell is the summary's number.
@@ -59,12 +69,16 @@ def test_page_shows_each_finding_with_its_null_and_interval(demo):
     toy = next(g["summary"] for g in summary["groups"] if "pretrain" in g["summary"]["runs"])
     page = (out / "report.html").read_text()
     store = TrajectoryStore.open(Path(demo["pretrain"]) / "trajectory")
-    ll, nb = store.loglik(), store.n_bytes
-    rec = toy["runs"]["pretrain"]
-    spiral = ta.spiral_test(ll, "pca", 200, 0, nb)  # the report's defaults: 200 walks, seed 0
+    o, rec = toy["options"], toy["runs"]["pretrain"]
+    kept = _kept(toy, len(store.n_bytes))
+    ll, nb = store.loglik()[:, kept], store.n_bytes[kept]  # maps and layers use unclipped values
+    spiral = ta.spiral_test(
+        ll, "pca", o["spiral_n_null"], o["seed"], nb, steps=store.steps, warmup_steps=rec["warmup_steps"]
+    )
     assert rec["maps"]["pca"]["spiral"]["p_value"] == pytest.approx(spiral["p_value"])
     assert rec["maps"]["pca"]["spiral"]["winding_turns"] == pytest.approx(spiral["winding_turns"])
-    threads = ta.thread_test(store.loglik_all(), 500, 0, nb)
+    layers = store.loglik_all(steps=store.full_layer_steps())[:, :, kept]
+    threads = ta.thread_test(layers, o["thread_n_null"], o["seed"], nb)
     assert rec["layer_threads"]["test"]["p_value"] == pytest.approx(threads["p_value"])
     for number in (
         spiral["winding_turns"],

@@ -1,5 +1,6 @@
 """The subcommands' shared command-line pieces: jsonargparse parsers over option dataclasses, old flag spellings,
-and the one-line form of a user's mistake. Standard library + jsonargparse (imported when a parser is built)."""
+and what counts as a user's mistake and its one-line form (printed by trajlab.cli only). Standard library +
+jsonargparse (imported when a parser is built)."""
 
 from __future__ import annotations
 
@@ -66,11 +67,13 @@ def spelled(parser, argv: list[str], aliases: dict[str, str]) -> list[str]:
     return out
 
 
-# A user's mistake (a missing path, an unknown preset, a bad revision, a corrupt or mismatched file) surfaces as
-# one of these; the CLI prints its message as one line. TRAJLAB_DEBUG=1 shows the traceback instead.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError)
+# A user's mistake (a missing path, an unknown preset, a bad revision, a corrupt or mismatched file, a missing
+# optional package or cluster resource) surfaces as one of these; trajlab.cli prints its message as one line.
+# TRAJLAB_DEBUG=1 shows the traceback instead.
+USER_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
 
 
 def one_line(e: BaseException) -> str:
+    """The message of `e` on one line (a KeyError's without its quotes)."""
     msg = str(e.args[0]) if isinstance(e, KeyError) and type(e).__str__ is KeyError.__str__ and e.args else str(e)
     return " ".join(msg.split()) or type(e).__name__

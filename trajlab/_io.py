@@ -5,7 +5,6 @@ Standard library only (no numpy, no torch), so the torch-free analysis package m
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import tempfile
@@ -57,21 +56,3 @@ def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[str], No
     if durable:
         fsync_dir(path.parent)
     return digest
-
-
-# TEMPORARY (issue 22): moved to trajlab.report.csv_log; kept until trajlab/report/page.py imports it there.
-def read_csv_log(path: str | os.PathLike, columns: dict[str, str]) -> dict[str, list[tuple[int, float]]]:
-    """{key: [(step, value), ...]} for each `columns` {key: CSV column} from a Lightning CSV log (metrics.csv).
-
-    Rows where a column is empty are skipped for that column; a missing file gives empty lists.
-    """
-    out: dict[str, list[tuple[int, float]]] = {key: [] for key in columns}
-    path = Path(path)
-    if not path.exists():
-        return out
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for key, col in columns.items():
-                if row.get(col):
-                    out[key].append((int(row["step"]), float(row[col])))
-    return out

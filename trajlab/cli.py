@@ -21,20 +21,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": (LIGHTNING, "Lightning's validation loop over a model and data module"),
     "test": (LIGHTNING, "Lightning's test loop"),
     "predict": (LIGHTNING, "Lightning's predict loop"),
-    "import": ("trajlab.hub.importer:import_main", "score public checkpoints (Pythia revisions, any HF causal "
-               "LM, GGUF) into a store"),
-    "quantize": ("trajlab.hub.quantize:quantize_main", "quantize a model as llama.cpp does (GGUF types) and "
-                 "score it into a store beside its parent"),
-    "probe": ("trajlab.data.probe_build:probe_main", "`probe build`: a probe set from a datasets corpus with "
-              "the papers' recipe"),
+    "import": ("trajlab.hub.importer:import_main",
+               "score public checkpoints (Pythia revisions, any HF causal LM, GGUF) into a store"),
+    "quantize": ("trajlab.hub.quantize:quantize_main",
+                 "quantize a model as llama.cpp does (GGUF types) and score it into a store beside its parent"),
+    "probe": ("trajlab.data.probe_build:probe_main",
+              "`probe build`: a probe set from a datasets corpus with the papers' recipe"),
     "merge": ("trajlab.store.merge:merge_main", "merge stores of one model (e.g. shards) into one"),
     "analyze": ("trajlab.report.commands:analyze_main", "summary.json, CSV tables and PNG figures of stores"),
     "report": ("trajlab.report.commands:report_main", "one self-contained report.html of runs or stores"),
     "demo": ("trajlab.report.demo:main", "the main job: pretrain, fine-tune, import a real model, report"),
 }
-# Mistakes the user can fix (a missing path, a bad option, a corrupt or mismatched file, a missing optional
-# package or cluster resource); anything else is a bug and keeps its traceback.
-CLI_ERRORS = (*USER_ERRORS, OSError, RuntimeError)
 
 
 def overview() -> str:
@@ -52,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(argv)
     try:
         return _dispatch(argv)
-    except CLI_ERRORS as e:
+    except USER_ERRORS as e:
         print(f"error: {one_line(e)} (TRAJLAB_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 

@@ -181,7 +181,11 @@ def make_summary(findings: bool = True, kl_scale: bool = True) -> dict:
             "tsne_perplexity": 6.0,
             "n_points": 20,
         },
-        "notes": [],
+        "notes": [
+            "one: warmup_steps not recorded; 0 assumed",
+            "one: max_steps unknown: step 0 stands in",
+            "pre: a group note that applies",
+        ],
         "figures": [],
     }
     if kl_scale:

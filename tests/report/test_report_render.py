@@ -109,6 +109,9 @@ def test_each_store_gets_only_the_sections_that_apply(tmp_path):
     assert not {"kl-one", "maps-one", "exponents-one", "exponents-ft"} & parsed.ids
     one = page[page.index('id="run-one"') : page.index('id="joint-map"')]
     assert "maps: need" not in one and "weight space" not in one and "layer threads: all layers stored" in one
+    # group notes: a one-snapshot store's warm-up and max_steps warnings are left out, others stay
+    assert "one: warmup_steps" not in page and "one: max_steps" not in page
+    assert "pre: a group note that applies" in page
     assert page.count("t-SNE maps and their spiral tests are drawn only") == 1 and "ft (7 snapshots)" in page
     assert "t-SNE, perplexity 3.67" in page and "t-SNE, perplexity 2" not in page
 

@@ -1,8 +1,9 @@
 """The hub stage: public checkpoints into stores.
 
 Modules: ``revisions`` (Pythia's revision names and steps), ``checkpoints`` (finding, downloading, hashing and
-loading one revision), ``config`` (ImportConfig: every import option), ``importer`` (import_checkpoints and the
-``trajlab import`` command), ``ray_executor`` (shards as Ray tasks), ``dryrun`` (cost estimate).
+loading one revision), ``config`` (ImportConfig: every import option), ``serial`` (the in-process import of a
+list of revisions), ``importer`` (import_checkpoints and the ``trajlab import`` command), ``ray_executor``
+(shards as Ray tasks, each a serial import), ``dryrun`` (cost estimate).
 """
 
 from trajlab.hub.config import ImportConfig, ImportResult

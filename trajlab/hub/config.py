@@ -20,15 +20,15 @@ from trajlab.hub.revisions import PYTHIA_MAIN_STEP
 from trajlab.scoring_config import ScoringConfig
 
 if TYPE_CHECKING:
-    from trajlab.hub.checkpoints import ModelRef
     from trajlab.data.probe import ProbeSet
+    from trajlab.hub.checkpoints import ModelRef
     from trajlab.store import TrajectoryStore
 
 PYTHIA_WARMUP_STEPS = 1430  # 1% of 143000 optimizer steps, linear warm-up
 Executor = Literal["local", "ray"]
 EXECUTORS = get_args(Executor)
 # `trajlab import` flags of earlier releases -> their place in the scoring group
-SCORING_ALIASES = {f"--{name}": f"--scoring.{name}" for name in ("long_texts", "stride", "lens_dtype", "batch_size")}
+SCORING_ALIASES = {f"--{n}": f"--scoring.{n}" for n in ("long_texts", "stride", "lens_dtype", "batch_size")}
 
 
 @dataclass

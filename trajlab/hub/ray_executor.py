@@ -32,9 +32,10 @@ from pathlib import Path
 from trajlab._io import write_atomic
 from trajlab.hub.checkpoints import ModelRef
 from trajlab.hub.config import ImportConfig, ImportResult, check_resumable, import_probe
-from trajlab.store.merge import merge_stores
 from trajlab.hub.revisions import shard_part
+from trajlab.hub.serial import run_import
 from trajlab.store import TrajectoryStore, is_store
+from trajlab.store.merge import merge_stores
 
 Plan = list[tuple[int, str]]
 
@@ -67,7 +68,6 @@ def _shard_task(
     import torch
 
     from trajlab.hub.checkpoints import local_only
-    from trajlab.hub.importer import run_import
 
     torch.set_num_threads(threads)
     (folder / f"{i}.pid").write_text(str(os.getpid()))

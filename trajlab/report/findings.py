@@ -123,9 +123,13 @@ def _exponent_row(run: str, rec: dict) -> list[dict]:
     if not o.get("n_starts"):
         return []
     lo, hi = o.get("lo"), o.get("hi")
-    holds = None if lo is None or hi is None else (True if lo > 0 else (False if hi < 0 else None))
+    if o.get("holds") is not None:  # the analysis' own test decided
+        holds = bool(o["holds"])
+    else:
+        holds = None if lo is None or hi is None else (True if lo > 0 else (False if hi < 0 else None))
     verdict = (
         o.get("verdict")
+        or (f"not shown: {o['reason']}" if o.get("reason") and not holds else None)
         or {
             True: "c_LL < c_W: subdiffusive in LL space despite weight drift",
             False: "c_LL > c_W: the reverse of the paper's finding",
@@ -137,11 +141,12 @@ def _exponent_row(run: str, rec: dict) -> list[dict]:
         {
             "id": f"exponents-{run}",
             "title": f"{run}: c_LL < c_W (diffusion exponents)",
-            "unit": "start steps",
+            "unit": o.get("unit") or "start steps",
             "n": o.get("n_starts"),
-            "test": f"{n_boot} bootstrap resamples of start steps" + (" (paired)" if o.get("paired") else ""),
+            "test": o.get("test")
+            or f"{n_boot} bootstrap resamples of start steps" + (" (paired)" if o.get("paired") else ""),
             "p_value": o.get("p_value"),
-            "min_p": 1.0 / n_boot if n_boot else None,
+            "min_p": o.get("min_p") or (1.0 / n_boot if n_boot else None),
             "verdict": verdict,
             "holds": holds,
             "section": anchor("exponents", run),
@@ -178,21 +183,22 @@ def _parent_row(run: str, rec: dict, summary: dict) -> list[dict]:
 
 def _finetune_row(summary: dict) -> list[dict]:
     ft = summary.get("finetune_vs_base") or {}
-    o = ft.get("order")
+    o = ft.get("order_runs") or ft.get("order")  # runs as units when the analysis tested them
     if not o:
         return []
     p = o.get("p_value")
-    holds = _holds(p, _alpha(summary))
+    holds = bool(o["holds"]) if o.get("holds") is not None else _holds(p, _alpha(summary))
     n_boot = o.get("n_boot")
+    n = " vs ".join(map(str, o["n_units"])) if o.get("n_units") else (ft.get("pairs") or {}).get("n")
     return [
         {
             "id": "finetune-vs-random",
             "title": "fine-tunes are closer to their base than random pairs",
-            "unit": "pairs of models",
-            "n": (ft.get("pairs") or {}).get("n"),
-            "test": f"{n_boot} paired text bootstrap resamples",
+            "unit": o.get("unit") or "texts (runs fixed)",
+            "n": n,
+            "test": o.get("test") or f"{n_boot} paired text bootstrap resamples",
             "p_value": p,
-            "min_p": 1.0 / n_boot if n_boot else None,
+            "min_p": o.get("min_p") or (1.0 / n_boot if n_boot else None),
             "holds": holds,
             "section": anchor("finetune"),
             "verdict": o.get("verdict")

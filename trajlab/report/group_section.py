@@ -63,7 +63,6 @@ def _comparison(summary: dict, ctx: PageContext) -> str:
 
 def _finetune(summary: dict, ctx: PageContext) -> str:
     ft = summary.get("finetune_vs_base") or {}
-    level = f"{float((summary.get('options') or {}).get('level') or 0.95):.0%}"
     units, limit = summary.get("units", ""), max_nats_per_token(summary)
     body = table(
         ["", "median", "mean", "SD", "n"],
@@ -78,22 +77,9 @@ def _finetune(summary: dict, ctx: PageContext) -> str:
             for k in ("pairs", "random")
         ],
     )
-    o = ft.get("order")
-    if o:
-        body += table(
-            [
-                "mean KL fine-tune pairs < random pairs",
-                f"difference [{level}]",
-                "share of resamples where it fails",
-            ],
-            [
-                [
-                    "yes" if (o.get("lo") or 0) > 0 else "not resolved",
-                    interval(o.get("diff"), o.get("lo"), o.get("hi")),
-                    fmt_p(o.get("p_value"), 1 / o["n_boot"] if o.get("n_boot") else None),
-                ]
-            ],
-        )
+    orders = [(name, ft[key]) for key, name in (("order_runs", "runs"), ("order", "texts")) if ft.get(key)]
+    if orders:
+        body += "<h4>Mean KL of fine-tune pairs < random pairs</h4>" + ordering_table(orders, summary)
     labels, kls = ft.get("pair_labels") or [], ft.get("pair_kl") or []
     flags = ft.get("beyond_checked_range") or [None] * len(kls)
     if labels and len(labels) == len(kls):
@@ -111,24 +97,77 @@ def _finetune(summary: dict, ctx: PageContext) -> str:
     )
 
 
+def _verdict(o: dict, alpha: float) -> str:
+    holds = o.get("holds")
+    if holds is None and isinstance(o.get("p_value"), int | float):
+        holds = o["p_value"] <= alpha
+    if holds:
+        return "✓ holds" + (" for these runs (texts resampled)" if "text" in str(o.get("unit")) else "")
+    return "✗ not shown" + (f": {o['reason']}" if o.get("reason") else "")
+
+
+def ordering_table(orders: list[tuple[str, dict]], summary: dict) -> Markup:
+    """One row per ordering test (a < b): its unit, n, test, difference with interval, p and verdict."""
+    o_ = summary.get("options") or {}
+    level = float(o_.get("level") or 0.95)
+    rows = []
+    for name, o in orders:
+        n = " vs ".join(map(str, o["n_units"])) if o.get("n_units") else o.get("n")
+        min_p = o.get("min_p") or (1 / o["n_boot"] if o.get("n_boot") else None)
+        test = o.get("test") or (f"{o['n_boot']} bootstrap resamples" if o.get("n_boot") else "–")
+        rows.append(
+            [
+                name,
+                o.get("unit"),
+                n,
+                test,
+                interval(o.get("diff"), o.get("lo"), o.get("hi")),
+                fmt_p(o.get("p_value"), min_p),
+                _verdict(o, 1 - level),
+            ]
+        )
+    return table(
+        ["ordering", "unit", "n", "test", f"difference [{level:.0%}]", "p", "verdict"], rows, cls="orders"
+    )
+
+
 def _kl_scale(summary: dict, ctx: PageContext) -> str:
     scale = summary.get("kl_scale") or {}
-    rows, pairs, units = scale.get("summary") or [], scale.get("pairs") or [], summary.get("units", "")
+    rows, pairs = scale.get("summary") or [], scale.get("pairs") or []
+    units, limit = scale.get("units") or summary.get("units", ""), max_nats_per_token(summary)
+    flags = {
+        r.get("setting"): sum(bool(row_flag(p, limit)) for p in pairs if p.get("setting") == r.get("setting"))
+        for r in rows
+    }
     body = table(
-        ["setting", "pairs", "runs", f"median ({units})", "mean", "SD", "paper's median"],
+        [
+            "setting",
+            "pairs",
+            "runs",
+            f"median ({units})",
+            "mean",
+            "SD",
+            "beyond the checked range",
+            "paper's median",
+        ],
         [
             [
-                r.get("setting"),
+                r.get("label") or r.get("setting"),
                 r.get("n_pairs"),
                 r.get("n_runs"),
                 r.get("median"),
                 r.get("mean"),
                 r.get("sd"),
+                r.get("n_flagged", flags.get(r.get("setting"))),
                 r.get("paper"),
             ]
             for r in rows
         ],
     )
+    notes_paper = [
+        f"{r.get('label') or r.get('setting')}: {r['paper_note']}" for r in rows if r.get("paper_note")
+    ]
+    body += notes(["Paper's medians: " + "; ".join(notes_paper)] if notes_paper else [])
     if pairs:
         fig, floor = kl_scale_figure(rows, pairs, units)
         body += (
@@ -137,13 +176,15 @@ def _kl_scale(summary: dict, ctx: PageContext) -> str:
             "triangles). Red crosses: beyond the checked range.</p>"
             + ctx.plots.div(fig, height=max(320, 70 * len({p.get("setting") for p in pairs}) + 120))
         )
-    orderings = scale.get("orderings") or []
-    if orderings and all(isinstance(o, dict) for o in orderings):
-        keys = list(
-            dict.fromkeys(k for o in orderings for k, v in o.items() if not isinstance(v, dict | list))
-        )
-        body += "<h4>Orderings</h4>" + table(keys, [[o.get(k) for k in keys] for o in orderings])
-    body += png_links([ctx.rel(f) for f in summary.get("figures") or [] if f.startswith("kl_scale")])
+    orderings = [o for o in scale.get("orderings") or [] if isinstance(o, dict)]
+    if orderings:
+        named = [(str(o.get("title") or o.get("name") or "?"), o) for o in orderings]
+        body += "<h4>Orderings</h4>" + ordering_table(named, summary)
+    pngs = [f for f in summary.get("figures") or [] if f.startswith("kl_scale")]
+    body += png_links(
+        [ctx.rel(f) for f in pngs] or [ctx.rel(f) for f in scale.get("files") or [] if f.endswith(".png")]
+    )
+    body += notes(_applicable(scale.get("notes") or [], summary))
     return ctx.section(anchor("kl-scale"), "KL scale", body)
 
 
@@ -177,6 +218,21 @@ def _joint_map(summary: dict, ctx: PageContext) -> str:
     )
 
 
+_SNAPSHOT_NOTE_WORDS = ("warmup", "warm-up", "max_steps", "consecutive pairs")
+
+
+def _applicable(items: list, summary: dict) -> list[str]:
+    """Group notes without the trajectory warnings about one-snapshot stores (warm-up, max_steps, pairs)."""
+    single = [r for r, rec in (summary.get("runs") or {}).items() if len(rec.get("steps") or []) == 1]
+    return [
+        str(n)
+        for n in items
+        if not any(
+            str(n).startswith(f"{r}: ") and any(w in str(n) for w in _SNAPSHOT_NOTE_WORDS) for r in single
+        )
+    ]
+
+
 def group_sections(summary: dict, ctx: PageContext) -> Markup:
     """Returns the stores' sections and the group's own sections, in reading order."""
     units = summary.get("units", "")
@@ -196,5 +252,5 @@ def group_sections(summary: dict, ctx: PageContext) -> Markup:
         parts.append(_kl_scale(summary, ctx))
     rest = [f for f in summary.get("figures") or [] if f not in ctx.placed]
     parts.append(png_links([ctx.rel(f) for f in rest]))
-    parts.append(notes(summary.get("notes") or []))
+    parts.append(notes(_applicable(summary.get("notes") or [], summary)))
     return Markup("\n".join(parts))

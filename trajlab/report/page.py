@@ -99,7 +99,8 @@ table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;pad
 th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{color:#666;font-size:12px}
 .notes{color:#885}.lede{font-size:15px;max-width:70em}.static{font-size:12px;color:#666}
 table.verdicts td,table.verdicts th{text-align:left;vertical-align:top}
-table.verdicts td:nth-child(4){text-align:right}body{color:#222}
+table.verdicts td:nth-child(4){text-align:right}
+table.orders td{text-align:left}body{color:#222}
 .verdict.holds{color:#1a7f37}.verdict.fails{color:#6b4e16}.verdict.open{color:#666}
 .beyond{background:#fff3cd;color:#8a5300;padding:0 2px}nav{font-size:13px;color:#555}
 section{margin-top:.5em}h4{margin-bottom:.3em}"""

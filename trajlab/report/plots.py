@@ -303,6 +303,7 @@ def kl_scale_figure(summary_rows: list[dict], pairs: list[dict], units: str) -> 
         dict.fromkeys([r.get("setting") for r in summary_rows] + [p.get("setting") for p in pairs])
     )
     row_of = {s: i for i, s in enumerate(settings)}
+    label = {r.get("setting"): r.get("label") or r.get("setting") for r in summary_rows}
     floor = scale_floor([_num(p.get("kl")) for p in pairs])
     jitter = np.random.default_rng(0).uniform(-0.25, 0.25, size=len(pairs))
     groups: dict[str, dict[str, list]] = {}
@@ -320,7 +321,9 @@ def kl_scale_figure(summary_rows: list[dict], pairs: list[dict], units: str) -> 
         g["x"].append(max(kl, floor) if kl is not None else floor)
         g["y"].append(row_of[p.get("setting")] + dy)
         g["text"].append(
-            f"<b>{html.escape(str(p.get('setting')))}</b><br>{html.escape(str(p.get('store_a')))}@"
+            f"<b>{html.escape(str(label.get(p.get('setting'), p.get('setting'))))}</b>"
+            + (f", layer {p['layer']} → {p['layer'] + 1}" if isinstance(p.get("layer"), int) else "")
+            + f"<br>{html.escape(str(p.get('store_a')))}@"
             f"{p.get('step_a')} vs {html.escape(str(p.get('store_b')))}@{p.get('step_b')}<br>KL {_fmt(kl)} "
             f"[{_fmt(p.get('lo'))}, {_fmt(p.get('hi'))}] {units}<br>"
             f"{_fmt(p.get('nats_per_token'))} nats/token" + ("<br>⚠ beyond the checked range" if flag else "")
@@ -378,7 +381,9 @@ def kl_scale_figure(summary_rows: list[dict], pairs: list[dict], units: str) -> 
         type="log", title_text=f"KL ({units}, log axis; values ≤ {floor:.0e} drawn at {floor:.0e})"
     )
     fig.update_yaxes(
-        tickvals=list(range(len(settings))), ticktext=[str(s) for s in settings], autorange="reversed"
+        tickvals=list(range(len(settings))),
+        ticktext=[str(label.get(s, s)) for s in settings],
+        autorange="reversed",
     )
     fig.update_layout(title={"text": "KL scale: every pair of every setting"})
     return fig, floor

@@ -9,6 +9,7 @@ snapshots, warm-up) are left out.
 from __future__ import annotations
 
 import html
+import statistics
 
 from trajlab.report.context import PageContext
 from trajlab.report.html import Markup, anchor, flagged, fmt, fmt_p, img, interval, notes, png_links, table
@@ -110,10 +111,12 @@ def _maps_section(run: str, rec: dict, summary: dict, texts: list[str], ctx: Pag
                 s.get("n_null"),
             ]
         )
+    nulls = sorted({str(v["spiral"].get("null")) for v in maps.values() if v.get("spiral", {}).get("null")})
+    null = f" ({html.escape(', '.join(nulls))} null)" if nulls else ""
     body = (
-        "<p>Spiral test: |winding| of the map about its centroid against random walks in text space with the "
-        "same step sizes, embedded the same way (a random walk already winds about half a turn on PCA).</p>"
-        + table(["map", "|winding| (turns)", "null mean", "null 95% quantile", "p", "random walks"], rows)
+        "<p>Spiral test: |winding| of the map about its centroid against walks with the observed step sizes"
+        f"{null}, embedded the same way (a random walk already winds about half a turn on PCA).</p>"
+        + table(["map", "|winding| (turns)", "null mean", "null 95% quantile", "p", "null walks"], rows)
     )
     if (summary.get("options") or {}).get("tsne", True) and k < least:
         ctx.tsne_skipped.append((run, k))
@@ -170,6 +173,9 @@ def _layers_section(run: str, rec: dict, summary: dict, ctx: PageContext) -> str
 
 
 def _exponent_verdict(o: dict) -> str:
+    """The analysis' verdict on c_LL < c_W when it gives one (its test's "holds"), else the interval's."""
+    if o.get("holds") is not None:
+        return "yes" if o["holds"] else f"not shown{': ' + o['reason'] if o.get('reason') else ''}"
     lo, hi = o.get("lo"), o.get("hi")
     if lo is None or hi is None:
         return "–"
@@ -214,9 +220,9 @@ def _exponents_section(run: str, rec: dict, summary: dict, ctx: PageContext) -> 
                 "median c_LL",
                 "median c_W",
                 f"c_W − c_LL [{pct}]",
-                "share of resamples with c_W ≤ c_LL",
+                "p",
+                "test",
                 "starts",
-                "paired",
             ],
             [
                 [
@@ -224,9 +230,9 @@ def _exponents_section(run: str, rec: dict, summary: dict, ctx: PageContext) -> 
                     o.get("small"),
                     o.get("large"),
                     interval(o.get("diff"), o.get("lo"), o.get("hi")),
-                    fmt_p(o.get("p_value"), 1 / o["n_boot"] if o.get("n_boot") else None),
+                    fmt_p(o.get("p_value"), o.get("min_p") or (1 / o["n_boot"] if o.get("n_boot") else None)),
+                    o.get("test") or f"share of {o.get('n_boot')} bootstrap resamples with c_W ≤ c_LL",
                     o.get("n_starts"),
-                    o.get("paired"),
                 ]
             ],
         )
@@ -236,30 +242,51 @@ def _exponents_section(run: str, rec: dict, summary: dict, ctx: PageContext) -> 
     return ctx.section(anchor("exponents", run), "Diffusion exponents (ln y = c ln Δt + b)", body, level=4)
 
 
-def _scale_place(run: str, summary: dict, ctx: PageContext) -> str:
-    pairs = [
-        p
-        for p in (summary.get("kl_scale") or {}).get("pairs") or []
-        if run in (p.get("store_a"), p.get("store_b"))
-    ]
+def _scale_place(run: str, k: int, summary: dict, ctx: PageContext) -> str:
+    """The store's pairs on the KL scale: each pair for one snapshot, per setting for a trajectory."""
+    scale = summary.get("kl_scale") or {}
+    pairs = [p for p in scale.get("pairs") or [] if run in (p.get("store_a"), p.get("store_b"))]
     if not pairs:
         return ""
-    units, limit = summary.get("units", ""), max_nats_per_token(summary)
-    rows = [
-        [
-            p.get("setting"),
-            f"{p.get('store_a')}@{p.get('step_a')}",
-            f"{p.get('store_b')}@{p.get('step_b')}",
-            flagged(interval(p.get("kl"), p.get("lo"), p.get("hi")), ctx.flag(row_flag(p, limit)), limit),
-            p.get("nats_per_token"),
+    units, limit = scale.get("units") or summary.get("units", ""), max_nats_per_token(summary)
+    label = {r.get("setting"): r.get("label") or r.get("setting") for r in scale.get("summary") or []}
+    if k == 1:
+        rows = [
+            [
+                label.get(p.get("setting"), p.get("setting")),
+                p.get("layer"),
+                f"{p.get('store_a')}@{p.get('step_a')}",
+                f"{p.get('store_b')}@{p.get('step_b')}",
+                flagged(interval(p.get("kl"), p.get("lo"), p.get("hi")), ctx.flag(row_flag(p, limit)), limit),
+                p.get("nats_per_token"),
+            ]
+            for p in pairs
         ]
-        for p in pairs
-    ]
-    body = (
-        table(["setting", "a", "b", f"KL ({units}) [interval]", "nats/token"], rows)
-        + f'<p>See the whole <a href="#{anchor("kl-scale")}">KL scale</a>.</p>'
-    )
-    return ctx.section(anchor("scale-place", run), "Its place on the KL scale", body, level=4)
+        body = table(["setting", "layer", "a", "b", f"KL ({units}) [interval]", "nats/token"], rows)
+    else:
+        by: dict[str, list[dict]] = {}
+        for p in pairs:
+            by.setdefault(label.get(p.get("setting"), p.get("setting")), []).append(p)
+        rows = []
+        for name, ps in by.items():
+            kls = sorted(p["kl"] for p in ps if isinstance(p.get("kl"), int | float))
+            n_flag = sum(bool(row_flag(p, limit)) for p in ps)
+            median = statistics.median(kls) if kls else None
+            rows.append(
+                [
+                    name,
+                    len(ps),
+                    median,
+                    min(kls, default=None),
+                    max(kls, default=None),
+                    flagged(str(n_flag), ctx.flag(n_flag > 0), limit) if n_flag else "0",
+                ]
+            )
+        body = table(
+            ["setting", "pairs", f"median ({units})", "min", "max", "beyond the checked range"], rows
+        )
+    link = f'<p>See the whole <a href="#{anchor("kl-scale")}">KL scale</a>.</p>'
+    return ctx.section(anchor("scale-place", run), "Its place on the KL scale", body + link, level=4)
 
 
 def _has_fits(rec: dict) -> bool:
@@ -287,7 +314,7 @@ def run_section(run: str, rec: dict, summary: dict, ctx: PageContext) -> Markup:
         parts.append(_layers_section(run, rec, summary, ctx))
     if _has_fits(rec):
         parts.append(_exponents_section(run, rec, summary, ctx))
-    parts.append(_scale_place(run, summary, ctx))
+    parts.append(_scale_place(run, k, summary, ctx))
     shown = [
         n
         for n in rec.get("notes") or []

@@ -5,6 +5,7 @@ that knows every key, and the defaults a format-1 store is read with), ``files``
 manifest), ``merge`` (shards of one trajectory into one store).
 """
 
+from trajlab.store.merge import merge_stores
 from trajlab.store.trajectory import (
     FORMAT,
     FORMAT_VERSION,
@@ -16,7 +17,6 @@ from trajlab.store.trajectory import (
     is_store,
     open_stores,
 )
-from trajlab.store.merge import merge_stores
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "META_SCHEMA", "SCORING_SCHEMA", "MissingEntryError",
            "TrajectoryStore", "check_comparable", "is_store", "merge_stores", "open_stores"]  # fmt: skip
