@@ -94,8 +94,8 @@ def test_two_sided_p_values_and_verdict_follow_their_formulas():
 def test_signflip_null_calls_few_false_spirals(case):
     results = run_case(NULL_CASES[case], "signflip")
     assert rate(results, "spiral beyond the null") <= 0.10
-    if case != "drift":  # symmetric steps: the other tail is calibrated too
-        assert np.mean([r["p_less"] < 0.05 for r in results]) <= 0.10
+    if case != "drift":  # symmetric steps: both tails are calibrated (two-sided nominal rate 0.10)
+        assert rate(results, "not distinguishable") >= 0.80
     else:  # a drifting walk is straighter than its sign-flipped steps: found, on the correct side
         assert rate(results, "winds less than the null") >= 0.8
 
@@ -109,9 +109,9 @@ def test_signflip_null_finds_clean_spirals():
 def test_gaussian_null_is_beaten_by_anisotropy_and_transients():
     """The isotropic Gaussian walk null gives wrong verdicts where the sign-flip null does not.
 
-    Measured (40 replicates each): anisotropic 1/k^2 "spiral" 0.28 and "winds less" 0.65 against it; an
-    early transient of the walk's size decaying in the first 10% of snapshots "spiral" 0.78; the default
-    transient (3x the walk's size) "winds less" 1.00.
+    Measured (40 replicates each): anisotropic 1/k^2 "spiral" 0.42 and "winds less" 0.52 against it (sign
+    flip: 0 and 0); an early transient of the walk's size decaying in the first 10% of snapshots "spiral"
+    0.78; the default transient (3x the walk's size) "winds less" 1.00 (sign flip: 0 and 0).
     """
     moderate = lambda rng, k, n: sw.transient_walk(rng, k, n, fraction=0.1, size=1.0)  # noqa: E731
     aniso = run_case(NULL_CASES["anisotropic 1/k^2"], "gaussian")
@@ -154,6 +154,7 @@ def test_spiral_test_refuses_bad_null_and_warmup_arguments():
         ta.spiral_test(ll, steps=np.arange(10), warmup_steps=8)
 
 
+@pytest.mark.slow
 def test_tsne_maps_use_the_same_null():
     """t-SNE (each null walk a t-SNE run, so only two replicates): a spiral is found, a 1/k walk is not."""
     spiral = ta.spiral_test(sw.spiral_trajectory(np.random.default_rng(0), 30, 128), "tsne", n_null=20)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from trajlab._options import replace_options
+
 # The paper's comparisons on Pythia (143,000 steps, 1,430 warm-up steps): consecutive checkpoints 1000
 # steps apart at 10k, 50k and 100k. As fractions of max_steps: lag 0.70%, targets ~7%, 35%, 70%.
 PAPER_MAX_STEPS = 143_000
@@ -129,10 +131,7 @@ class AnalysisConfig:
             options["jump_drop"] = options.pop("drop_jump_fraction")
         if "exclude" in options and options["exclude"] is not None:
             options["exclude"] = tuple(str(x) for x in options["exclude"])
-        known = {f.name for f in dataclasses.fields(self)}
-        if unknown := sorted(set(options) - known):
-            raise ValueError(f"unknown analysis option(s) {unknown}; known: {sorted(known)}")
-        return dataclasses.replace(self, **options)
+        return replace_options(self, **options)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -112,10 +112,10 @@ _LOAD_CHECK = (
     ".length;});</script>"
 )
 _TSNE_WHY = (
-    "t-SNE maps and their spiral tests are drawn only for trajectories of at least {least} snapshots; "
-    "here not for {which}. Why: t-SNE's perplexity must be below the number of points, and on a handful "
-    "of points every point is every other's neighbour, so the layout (and a winding measured on it) says "
-    "nothing that the PCA map does not."
+    "t-SNE maps and their spiral tests are drawn only for trajectories of at least {least} snapshots (after "
+    "warm-up); here not for {which}. Why: t-SNE's perplexity must be below the number of points, and on a "
+    "handful of points every point is every other's neighbour, so the layout (and a winding measured on it) "
+    "says nothing that the PCA map does not."
 )
 
 

@@ -14,7 +14,7 @@ import statistics
 from trajlab.report.context import PageContext
 from trajlab.report.html import Markup, anchor, flagged, fmt, fmt_p, img, interval, notes, png_links, table
 from trajlab.report.plots import kl_along_figure, layers_figure, map_figure, point_texts
-from trajlab.report.values import beyond, max_nats_per_token, row_flag, tsne_min_snapshots
+from trajlab.report.values import beyond, max_nats_per_token, mean_tokens, row_flag, tsne_min_snapshots
 
 # Notes that only concern trajectories (prefixes of the analysis' note texts).
 _TRAJECTORY_NOTES = (
@@ -41,7 +41,7 @@ def _overview(run: str, rec: dict, summary: dict, ctx: PageContext) -> str:
     if len(steps) == 1:
         return table(
             ["snapshot step", "layers (transformer blocks)", "tokens per text (mean)"],
-            [[steps[0], meta.get("n_layers"), _mean_tokens(meta)]],
+            [[steps[0], meta.get("n_layers"), mean_tokens(rec) or "not recorded"]],
         )
     ck, first = rec.get("consecutive_kl") or [], rec.get("kl_to_first") or []
     return table(
@@ -68,11 +68,6 @@ def _overview(run: str, rec: dict, summary: dict, ctx: PageContext) -> str:
             ]
         ],
     )
-
-
-def _mean_tokens(meta: dict) -> str:
-    n = (meta.get("scoring") or {}).get("n_tokens")
-    return fmt(sum(n) / len(n)) if n else "not recorded"
 
 
 def _kl_section(run: str, rec: dict, summary: dict, texts: list[str], ctx: PageContext) -> str:
@@ -118,10 +113,11 @@ def _maps_section(run: str, rec: dict, summary: dict, texts: list[str], ctx: Pag
         f"{null}, embedded the same way (a random walk already winds about half a turn on PCA).</p>"
         + table(["map", "|winding| (turns)", "null mean", "null 95% quantile", "p", "null walks"], rows)
     )
-    if (summary.get("options") or {}).get("tsne", True) and k < least:
+    if (summary.get("options") or {}).get("tsne", True) and "tsne" not in maps:
+        # below the minimum here, or after warm-up (the analysis counts those and leaves the map out)
         ctx.tsne_skipped.append((run, k))
         body += (
-            f"<p class=notes>t-SNE map and test not drawn: {k} snapshots, fewer than {least} "
+            f"<p class=notes>t-SNE map and test not drawn: fewer than {least} snapshots "
             f'(<a href="#{anchor("tsne-note")}">why</a>).</p>'
         )
     coords = {m: v["coords"] for m, v in maps.items()}
