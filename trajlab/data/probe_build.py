@@ -198,8 +198,14 @@ def build_probe(recipe: ProbeRecipe | None = None, *, cache_dir: str | None = No
     recipe = recipe or ProbeRecipe(**fields)
     texts, counts = sample_chunks(_documents(recipe, cache_dir), recipe)
     source = Path(recipe.dataset).expanduser()
-    record = {"recipe": RECIPE, **asdict(recipe), "pool": recipe.pool_size, **counts,
-              "local": source.exists(), "sampler": "n smallest blake2b('seed:doc:chunk') keys, in key order"}
+    record = {
+        "recipe": RECIPE,
+        **asdict(recipe),
+        "pool": recipe.pool_size,
+        **counts,
+        "local": source.exists(),
+        "sampler": "n smallest blake2b('seed:doc:chunk') keys, in key order",
+    }
     label = source.stem if source.exists() else recipe.dataset.replace("/", "-")
     return ProbeSet(texts, name=f"{label}-{recipe.split}-n{recipe.n}-seed{recipe.seed}", recipe=record)
 
@@ -209,34 +215,34 @@ def probe_parser():
     from trajlab._args import tool_parser
 
     p = tool_parser(
-        "trajlab probe build", "Build a probe set from a `datasets` corpus with the paper's recipe.",
+        "trajlab probe build",
+        "Build a probe set from a `datasets` corpus with the paper's recipe.",
         "Example: trajlab probe build --dataset pile_val.jsonl --n 10000 --out probe.json",
     )
     p.add_class_arguments(ProbeRecipe, nested_key=None, as_group=False)
     p.add_argument("--out", type=str, required=True, help="the probe file to write (JSON, atomically)")
-    p.add_argument("--cache_dir", type=str | None, default=None,
-                   help="the `datasets` cache (default its own)")
+    p.add_argument(
+        "--cache_dir", type=str | None, default=None, help="the `datasets` cache (default its own)"
+    )
     return p
 
 
 def probe_main(argv: list[str]) -> int:
-    """`trajlab probe build ...`: returns 0, or 2 (one line on stderr) when nothing was written."""
-    from trajlab._args import one_line, parse_tool_args
+    """`trajlab probe build ...`: returns 0; bad input raises ValueError (trajlab.cli prints it in one line)."""
+    from trajlab._args import parse_tool_args
 
     if not argv or argv[0] != "build":
-        print("usage: trajlab probe build --dataset NAME_OR_PATH --out probe.json [options] (--help: all)",
-              file=sys.stderr)
-        return 2
-    try:
-        args = parse_tool_args(probe_parser(), argv[1:])
-        fields = {k: args[k] for k in ProbeRecipe.__dataclass_fields__}
-        probe = build_probe(ProbeRecipe(**fields), cache_dir=args.cache_dir)
-        out = probe.to_json(args.out)
-    except (ValueError, OSError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+        raise ValueError(
+            "usage: trajlab probe build --dataset NAME_OR_PATH --out probe.json [options] (--help: all)"
+        )
+    args = parse_tool_args(probe_parser(), argv[1:])
+    fields = {k: args[k] for k in ProbeRecipe.__dataclass_fields__}
+    probe = build_probe(ProbeRecipe(**fields), cache_dir=args.cache_dir)
+    out = probe.to_json(args.out)
     rec = probe.recipe
-    print(f"{out}: {len(probe)} texts ({rec['chunks_seen']} chunks > {rec['min_bytes']} bytes in "
-          f"{rec['documents_read']} documents; mean {probe.n_bytes.mean():.1f} bytes), fingerprint "
-          f"{probe.fingerprint[:12]}")
+    print(
+        f"{out}: {len(probe)} texts ({rec['chunks_seen']} chunks > {rec['min_bytes']} bytes in "
+        f"{rec['documents_read']} documents; mean {probe.n_bytes.mean():.1f} bytes), fingerprint "
+        f"{probe.fingerprint[:12]}"
+    )
     return 0
