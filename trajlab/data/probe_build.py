@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
