@@ -1,6 +1,6 @@
 """spiral_test's sign-flip null: exactness of the fast path, two-sided p-values, calibration and power.
 
-Calibration (K = 56 snapshots, N = 256 texts, 40 seeded replicates per case, PCA maps, 100 null walks):
+Calibration (K = 56 snapshots, N = 256 texts, 40 seeded replicates per case, PCA maps, 50 null walks):
 the sign-flip null must call at most 10% of walks without a spiral "spiral beyond the null" at the 5%
 level (isotropic, anisotropic 1/k and 1/k^2, early transient, drift) and find >= 80% of clean 2.5-turn
 spirals. The isotropic Gaussian null it replaces is measured on the same cases and fails them.
@@ -18,7 +18,7 @@ from trajlab.analysis import simulate_walks as sw
 from trajlab.analysis.calibrate import _signflip_pca_windings
 from trajlab.analysis.maps import kl_coordinates
 
-K, N, REPS, N_NULL = 56, 256, 40, 100
+K, N, REPS, N_NULL = 56, 256, 40, 50
 
 NULL_CASES = {
     "isotropic": sw.isotropic_walk,
