@@ -228,7 +228,7 @@ def design_lines(results: dict) -> list[str]:
         "- Traded for the time budget: lens rows only on the dense runs and only at every"
         f" {hp['layers_every']}th snapshot; the grid ({hp['grid']} steps) 4.7x coarser than the paper's relative"
         " lag; small and the other families scored once (final step); quantization of the two smaller sizes"
-        " only; one probe of"
+        " only, their output row only (the scale compares layers within unquantized models); one probe of"
         f" {results['n_texts']} texts for every arm (the scale compares stores of one probe only).",
         f"- Longest probe text in tokens per family: {results['longest_probe_tokens']} (context {hp['seq_len']}).",
     ]

@@ -1,5 +1,5 @@
-"""scripts/reproduce_toy.py --quick end to end: results.json's structure, and every ordering's two means equal to a
-KL computed here, directly from the stores, over the pairs the ordering names."""
+"""scripts/reproduce_toy.py --quick end to end: every setting of the KL scale is found, every ordering carries its
+unit, n, test, p, smallest reachable p and verdict, and the numbers equal ones computed here from the stores."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"early", "later", "seeds", "sizes", "8-bit", "4-bit", "fine-tune", "intra-type", "random", "layers"}
 
 
 @pytest.fixture(scope="module")
@@ -32,51 +33,64 @@ def kl_bits_per_byte(a: np.ndarray, b: np.ndarray, n_bytes: np.ndarray) -> float
 
 
 @pytest.mark.slow
-def test_results_have_the_issues_keys(quick):
-    out, res = quick
-    for key in ("orderings", "table", "spiral_test", "thread_test", "hyperparameters", "wall_s"):
-        assert key in res, key
-    names = [o["name"] for o in res["orderings"]]
-    assert "between seeds < between sizes" in names and "fine-tuned vs base < random pairs" in names
-    assert "c_LL < c_W (diffusion exponents)" in names
-    for o in res["orderings"]:
-        assert {"name", "holds", "p_value"} <= set(o) and 0 <= o["p_value"] <= 1
-        assert o["holds"] == bool(o["diff"] > 0 and o["p_value"] < 0.05)
-    for m in ("pca", "tsne"):
-        assert {"winding_turns", "null_mean", "null_q95", "p_value"} <= set(res["spiral_test"][m])
-    assert {"thread_score", "null_mean", "p_value"} <= set(res["thread_test"])
+def test_every_setting_and_ordering_is_reported(quick):
+    _, res = quick
+    summary = {r["setting"]: r for r in res["kl_scale"]["summary"]}
+    assert SETTINGS <= set(summary)
     hp = res["hyperparameters"]
-    assert hp["quick"] and hp["seeds"] == [0, 1, 2] and len(hp["sizes"]) >= 2
+    assert hp["quick"] and len(hp["seeds"]) >= 3 and len(hp["sizes"]) >= 3
+    assert summary["seeds"]["n_pairs"] == len(hp["sizes"]) * math.comb(len(hp["seeds"]), 2)
+    assert summary["sizes"]["n_pairs"] == len(hp["seeds"]) * math.comb(len(hp["sizes"]), 2)
+    n = sorted(res["parameters"][f"A-{p}-s0"] for p in hp["sizes"])
+    assert all(b >= 2 * a for a, b in zip(n, n[1:]))  # neighbouring sizes >= 2x apart
+    names = [o["name"] for o in res["orderings"]]
+    for name in ("Later < Early", "8-bit < 4-bit", "fine-tune < random", "intra-type < random", "c_LL < c_W"):
+        assert name in names, names
+    assert sum(n.startswith("seeds < sizes (") for n in names) == math.comb(len(hp["sizes"]), 2)
+    for o in res["orderings"]:
+        assert {"unit", "n", "n_units", "test", "p_value", "min_p", "verdict", "holds"} <= set(o), o["name"]
+        p, min_p = o.get("p_holm", o["p_value"]), o.get("min_p_holm", o["min_p"])
+        assert 0 < min_p <= p <= 1 and o["n"] == sum(o["n_units"])
+        assert o["holds"] == bool(o["diff"] > 0 and p < 0.05 and min_p < 0.05)
+        assert o["verdict"].startswith(o["name"])
+    assert {r["id"] for r in res["findings"]} >= {f"spiral-pca-A-tiny-s{s}" for s in hp["seeds"]}
     assert max(res["longest_probe_tokens"].values()) <= hp["seq_len"]  # every probe text fits the context
-    assert Path(res["report"]).exists()
 
 
 @pytest.mark.slow
-def test_each_ordering_equals_a_direct_recomputation(quick):
+def test_scale_pairs_and_ordering_means_equal_a_direct_recomputation(quick):
     from trajlab.store import TrajectoryStore
 
     out, res = quick
+    stores = {}
 
-    def row(label: str) -> np.ndarray:
-        name, _, step = label.partition("@")
-        store = TrajectoryStore.open(out / name / "trajectory")
-        lls, steps = store.loglik(), store.steps
-        return lls[-1] if not step else lls[int(np.flatnonzero(steps == int(step))[0])]
+    def row(name: str, step: int, layer=None) -> np.ndarray:
+        s = stores.setdefault(name, TrajectoryStore.open(out / name / "trajectory"))
+        if layer is not None:
+            return s.loglik_all(steps=[step])[0][layer]
+        return s.loglik()[int(np.flatnonzero(s.steps == step)[0])]
 
     n_bytes = TrajectoryStore.open(out / "A-tiny-s0" / "trajectory").n_bytes
-    checked = 0
-    for o in res["orderings"]:
-        if "smaller_pairs" not in o:
-            continue
-        for side, pairs in (("smaller", o["smaller_pairs"]), ("larger", o["larger_pairs"])):
-            direct = np.mean([kl_bits_per_byte(row(a), row(b), n_bytes) for a, b in pairs])
-            assert o[side] == pytest.approx(direct, rel=1e-9), (o["name"], side)
-        checked += 1
-    assert checked >= 3
-    # The table's pairs too: each KL equals the direct one.
-    for group in res["table"]:
-        for p in group["pairs"]:
-            assert p["kl"] == pytest.approx(kl_bits_per_byte(row(p["a"]), row(p["b"]), n_bytes), rel=1e-9)
+    kl = {}
+    for p in res["kl_scale"]["pairs"]:
+        la = row(p["store_a"], p["step_a"], p["layer"])
+        lb = row(p["store_b"], p["step_b"], None if p["layer"] is None else p["layer"] + 1)
+        direct = kl_bits_per_byte(la, lb, n_bytes)
+        # pretraining comparisons are clipped and drop jumpy texts; kl_raw keeps every text unclipped
+        assert p["kl_raw"] == pytest.approx(direct, rel=1e-9), p
+        if p["setting"] not in ("early", "later", "seeds", "sizes"):
+            assert p["kl"] == pytest.approx(direct, rel=1e-9), p
+        if not p["flagged"]:  # orderings leave flagged pairs (> 1 nat/token) out
+            kl.setdefault(p["setting"], []).append(p["kl"])
+    by_name = {o["name"]: o for o in res["orderings"]}
+    for small, large in (("8-bit", "4-bit"), ("fine-tune", "random"), ("intra-type", "random")):
+        o = by_name[f"{small} < {large}"]
+        assert o["smaller"] == pytest.approx(np.mean(kl[small]), rel=1e-9)
+        assert o["larger"] == pytest.approx(np.mean(kl[large]), rel=1e-9)
+        assert o["n_units"] == [len(kl[small]), len(kl[large])]
+    for o in (o for o in res["orderings"] if o["name"].startswith("seeds < sizes (")):
+        assert o["smaller"] == pytest.approx(np.mean(kl["seeds"]), rel=1e-9)
+        assert o["n_units"] == [len(kl["seeds"]), len(res["hyperparameters"]["seeds"])]
 
 
 @pytest.mark.slow
@@ -86,14 +100,11 @@ def test_the_doc_states_the_results_numbers(quick, tmp_path):
 
     _, res = quick
     doc = write_doc(res, tmp_path / "docs" / "reproduction.md").read_text()
-    assert f"Wall time: {res['wall_s']:.0f} s" in doc and res["command"] in doc
-    for group in res["table"]:
-        assert f"| {group['quantity']} | {group['mean']:.4g} | {group['median']:.4g} |" in doc
+    assert f"Wall time: {res['wall_s']:.0f} s" in doc and res["command"] in doc and res["machine"] in doc
+    for r in res["kl_scale"]["summary"]:
+        assert f"| {r['label']} | {r['n_pairs']} | {r['n_runs']} | {r['median']:.4g} |" in doc
     for o in res["orderings"]:
-        verdict = "holds" if o["holds"] else "does not hold"
-        line = next(ln for ln in doc.splitlines() if ln.startswith(f"- **{verdict}**: {o['name']}: "))
-        assert f"[{o['lo']:.3g}, {o['hi']:.3g}]" in line
-        assert ("p < " in line) if o["p_value"] == 0 else (f"p = {o['p_value']:.3g}" in line)
-    images = [ln.split("(")[1].rstrip(")") for ln in doc.splitlines() if ln.startswith("![")]
-    assert "reproduction/map_A-tiny-s0.png" in images
-    assert all((tmp_path / "docs" / im).read_bytes()[:4] == b"\x89PNG" for im in images)
+        assert f"- {o['verdict']}" in doc
+        assert f"| {o['name']} | {o['unit']} |" in doc
+    assert "texts only, runs fixed" in doc
+    assert (tmp_path / "docs" / "reproduction" / "kl_scale.png").read_bytes()[:4] == b"\x89PNG"

@@ -41,6 +41,8 @@ _LAZY = {
     "ImportConfig": "trajlab.hub.config",
     "ImportResult": "trajlab.hub.config",
     "quantize_model": "trajlab.hub.quantize",
+    "QuantizeConfig": "trajlab.hub.quantize",
+    "exact_sequence_kl": "trajlab.hub.quantize",
     "build_model": "trajlab.train.models",
     "PRESETS": "trajlab.train.models",
     "LitLM": "trajlab.train.lit",

@@ -13,13 +13,19 @@ import numpy as np
 import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
+from trained_lm import load, one_thread
 
-from trained_lm import load
 from trajlab.data import corpus
 from trajlab.hub.quantize import exact_sequence_kl, quantized_copy
 from trajlab.lens import score_model
 
 N_TEXTS = 64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from gguf import GGMLQuantizationType, quants
-
 from conftest import tiny_gpt2, tiny_neox
-from trained_lm import load, trained_folder
+from gguf import GGMLQuantizationType, quants
+from trained_lm import load, one_thread, trained_folder
+
 from trajlab.cli import main
 from trajlab.data import corpus
 from trajlab.data.probe import ProbeSet
@@ -38,6 +38,12 @@ def gguf_matrix(w: torch.Tensor, name: str) -> torch.Tensor:
 def var2_bits_per_byte(a: np.ndarray, b: np.ndarray, n_bytes: np.ndarray) -> float:
     d = a - b
     return float(((d - d.mean()) ** 2).mean() / 2 / (n_bytes.mean() * np.log(2)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def test_plan_follows_llama_cpp_default_and_pure():
 
 def test_matrices_are_gguf_roundtrips_rows_along_inputs():
     model = tiny_gpt2()
-    q, plan = quantized_copy(model, "q4_0")
+    q, _ = quantized_copy(model, "q4_0")
     w = model.transformer.h[0].attn.c_attn.weight  # Conv1D (in 32, out 96): GGUF rows are inputs
     torch.testing.assert_close(q.transformer.h[0].attn.c_attn.weight, gguf_matrix(w.T, "q4_0").T, rtol=0, atol=0)
     assert not torch.equal(q.transformer.h[0].attn.c_attn.weight, gguf_matrix(w, "q4_0"))  # not (out) rows
@@ -111,7 +117,8 @@ def test_store_holds_the_gguf_model_and_q8_is_closer_than_q4(parent, tmp_path):
 def test_cli_end_to_end(parent, tmp_path, capsys):
     out = tmp_path / "q5"
     assert main(["quantize", str(trained_folder()), "--format", "Q5_0", "--out", str(out), "--parent",
-                 f"{parent}@0", "--rule", "pure", "--layers", "last", "--no-progress"]) == 0
+                 f"{parent}@0", "--rule", "pure", "--layers", "last", "--scoring.batch_size", "3",
+                 "--no-progress"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{out}: q5_0, 10 matrices quantized, 18 tensors kept in f32, step 0; KL to the parent")
     meta = json.loads((out / "meta.json").read_text())
@@ -138,6 +145,9 @@ def test_bad_input_is_one_line_and_writes_nothing(parent, tmp_path, capsys):
         "not a multiple of the 32-value block": [str(odd), "--format", "q4_0", "--out", str(out), "--parent",
                                                  str(parent)],
         "is already a trajectory store": [model, "--format", "q8_0", "--out", str(parent)],
+        "long_texts='truncate' (the parent's: 'rolling') differ": [model, "--format", "q8_0", "--out", str(out),
+                                                                   "--parent", str(parent), "--long-texts",
+                                                                   "truncate"],
     }
     for expected, argv in cases.items():
         assert expected in error_line(capsys, ["quantize", *argv])

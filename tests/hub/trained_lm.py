@@ -7,6 +7,7 @@ logits are nearly flat, so any KL between its copies is tiny and uninformative).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import shutil
 import tempfile
@@ -19,12 +20,20 @@ STEPS, BATCH, SEQ = 100, 8, 128  # ~3 s on an idle core; loss 6.2 -> ~3.9 nats/t
 def trained_folder() -> Path:
     """A save_pretrained folder (model + tokenizer) of preset "nano" (2 layers, d 64, vocab 512, context 1024),
     trained once per test session with AdamW, seeded."""
+    with one_thread():
+        return _train()
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside: for models this small, several times faster than two threads on a machine
+    shared with other jobs (threads that wait for a descheduled sibling), and no slower on an idle one."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: several times faster than two on a machine shared by other jobs
+    torch.set_num_threads(1)
     try:
-        return _train()
+        yield
     finally:
         torch.set_num_threads(threads)
 

@@ -15,16 +15,16 @@ llama.cpp's ``llama-quantize`` (src/llama-quant.cpp), rule "default" (its defaul
 
 Rows are the contiguous (input) dimension, tiled in blocks of 32 values. A matrix whose rows are no multiple of
 32 is refused (llama.cpp would fall back to another type), as is a bad format or a missing parent step: in one
-line, before anything is loaded or written.
+line, before anything is written.
 
 `exact_sequence_kl` computes what the store's KL estimate approximates, from full next-token distributions.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from trajlab._options import replace_options
+from trajlab.scoring_config import ScoringConfig
 
 if TYPE_CHECKING:
     import torch
@@ -57,22 +60,18 @@ class QuantizeConfig:
     """ "all" (logit lens at every layer) or "last"."""
     step: int | None = None
     """The snapshot's step; None: the parent snapshot's step, else 0."""
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    """How the probe is scored (--scoring.long_texts, --scoring.batch_size, ...; the flags without "scoring."
+    work too). With a parent, its recorded long_texts, stride, window and lens dtype are used (a different
+    value given here is refused: the KL to the parent needs the same scoring)."""
     revision: str = "main"
     """The hub revision, for a hub model."""
     gguf_file: str | None = None
     """The .gguf file inside a folder or hub repo that holds several."""
     cache_dir: str | None = None
     """The HF cache (default $HF_HUB_CACHE)."""
-    batch_size: int = 8
-    """Probe texts per forward pass."""
     device: str | None = None
     """Torch device to score on; None: the CPU."""
-    long_texts: Literal["rolling", "truncate", "error"] | None = None
-    """Texts longer than the context; None: as the parent store scored them, else "rolling"."""
-    stride: int | None = None
-    """Sliding-window stride; None: the parent's, else half the context."""
-    lens_dtype: Literal["float32", "bfloat16", "auto"] | None = None
-    """Dtype of the lens GEMMs; None: the parent's, else the model's (float32)."""
     run: str | None = None
     """The store's run name (default the parent's run, or the model's name, + "-FORMAT")."""
     progress: bool = True
@@ -83,14 +82,18 @@ class QuantizeConfig:
     """Load pytorch_model*.bin pickles (with weights_only=True); refused otherwise."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.scoring, dict):  # from YAML or a parsed namespace
+            self.scoring = ScoringConfig(**self.scoring)
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         if self.layers not in ("all", "last"):
             raise ValueError(f"layers must be 'all' or 'last', got {self.layers!r}")
         if self.step is not None and self.step < 0:
             raise ValueError(f"step must be >= 0, got {self.step}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def replace(self, **overrides) -> QuantizeConfig:
+        """A copy with some fields changed, scoring fields by their own names too (``batch_size=4``)."""
+        return replace_options(self, **overrides)
 
 
 @dataclass
@@ -185,8 +188,6 @@ def _quantize_inplace(model, plan: dict[str, str]) -> None:
 
 def quantized_copy(model, fmt: str, rule: str = "default"):
     """(a deep copy of `model` with every planned matrix quantized and dequantized by gguf, its plan)."""
-    import copy
-
     plan = quantization_plan(model, fmt, rule)
     q = copy.deepcopy(model)
     _quantize_inplace(q, plan)
@@ -209,32 +210,46 @@ def _load(model, tokenizer, cfg: QuantizeConfig):
     return m, tok, ckpt.source, ref.run_name, True
 
 
-def _parent(parent: str | None, probe) -> tuple[dict | None, dict, object]:
-    """(lineage or None, the parent store's meta ({} without one), the probe to score)."""
+def _parent(parent: str | None, probe) -> tuple[dict | None, dict, ProbeSet, Path | None]:
+    """(lineage or None, the parent store's meta ({} without one), the probe to score, the parent store)."""
     from trajlab.hub.config import import_probe, lineage_from_parent, parse_parent
     from trajlab.store import TrajectoryStore
 
     if parent is None:
-        return None, {}, import_probe(probe, None)
+        return None, {}, import_probe(probe, None), None
     lineage = lineage_from_parent(parent)  # one-line ValueError: no store, no such step
-    with TrajectoryStore.open(parse_parent(parent)[0]) as store:
+    path = parse_parent(parent)[0]
+    with TrajectoryStore.open(path) as store:
         meta, own = store.meta, store.probe()
     chosen = own if probe is None else import_probe(probe, None)
     if chosen.fingerprint != own.fingerprint:
         raise ValueError(f"--probe {probe} holds other texts than the parent {parent}'s probe; omit --probe to "
                          "score the parent's, or the KL to the parent cannot be computed")
-    return lineage, meta, chosen
+    return lineage, meta, chosen, path
 
 
-def _check_source(model, tok, probe, parent: str, step: int, score_kw: dict) -> None:
+def _scoring(given: ScoringConfig, recorded: dict) -> ScoringConfig:
+    """The scoring of the new rows: the parent's recorded long_texts, stride, window and lens dtype (where
+    recorded) over `given`; a value given that is not the default and differs from the parent's raises."""
+    parents = {"long_texts": recorded.get("long_texts"), "stride": recorded.get("stride"),
+               "max_length": recorded.get("window"), "lens_dtype": recorded.get("lens_dtype")}
+    parents = {k: v for k, v in parents.items() if v is not None}
+    default = ScoringConfig()
+    if clash := [f"{k}={getattr(given, k)!r} (the parent's: {v!r})" for k, v in parents.items()
+                 if getattr(given, k) not in (getattr(default, k), v)]:
+        raise ValueError(f"scoring option(s) {', '.join(clash)} differ from how the parent was scored; drop "
+                         "them: the KL to the parent needs rows scored the same way")
+    return given.replace(**parents)
+
+
+def _check_source(model, tok, probe, parent: Path, step: int, scoring: ScoringConfig) -> None:
     """Warn when the unquantized source does not reproduce the parent snapshot on a few texts."""
-    from trajlab.hub.config import parse_parent
     from trajlab.lens import score_model
     from trajlab.store import TrajectoryStore
 
     n = min(_CHECK_TEXTS, len(probe.texts))
-    mine = score_model(model, tok, probe.texts[:n], "last", **score_kw)[0]
-    with TrajectoryStore.open(parse_parent(parent)[0]) as store:
+    mine = score_model(model, tok, probe.texts[:n], "last", scoring=scoring)[0]
+    with TrajectoryStore.open(parent) as store:
         theirs = store.loglik(-1, steps=[step])[0, :n]
     if (diff := float(np.abs(mine - theirs).max())) > _CHECK_NATS:
         warnings.warn(f"the unquantized model differs from {parent} at step {step} on its first {n} probe texts "
@@ -276,35 +291,30 @@ def quantize_model(
     from trajlab.store.files import check_creatable
     from trajlab.store.meta import model_meta
 
-    cfg = dataclasses.replace(config or QuantizeConfig(), **overrides)
+    cfg = (config or QuantizeConfig()).replace(**overrides)
     fmt = checked_format(fmt)
     out = Path(out)
     try:
         check_creatable(out)
     except FileExistsError as e:
         raise ValueError(f"--out {out}: {e}; write to a new folder") from None
-    lineage, pmeta, probe_set = _parent(parent, probe)
+    lineage, pmeta, probe_set, ppath = _parent(parent, probe)
     step = cfg.step if cfg.step is not None else lineage["parent"]["step"] if lineage else 0
-    pscoring = pmeta.get("scoring") or {}
-    long_texts = cfg.long_texts or pscoring.get("long_texts") or "rolling"
-    score_kw = {"long_texts": long_texts, "batch_size": cfg.batch_size,
-                "stride": cfg.stride or (pscoring.get("stride") if long_texts == "rolling" else None),
-                "lens_dtype": cfg.lens_dtype or pscoring.get("lens_dtype")}
+    scoring = _scoring(cfg.scoring, pmeta.get("scoring") or {})
 
     m, tok, source, name, owned = _load(model, tokenizer, cfg)
     plan = quantization_plan(m, fmt, cfg.rule)
-    if parent is not None:
-        _check_source(m, tok, probe_set, parent, lineage["parent"]["step"], score_kw)
+    if ppath is not None:
+        _check_source(m, tok, probe_set, ppath, lineage["parent"]["step"], scoring)
     t0 = time.perf_counter()
     if not owned:  # the caller's model stays as it was
-        import copy
-
         m = copy.deepcopy(m)
     _quantize_inplace(m, plan)
     quant_s = time.perf_counter() - t0
-    rows, sinfo = score_model(m, tok, probe_set, cfg.layers, progress=cfg.progress, return_info=True, **score_kw)
+    rows, sinfo = score_model(m, tok, probe_set, cfg.layers, scoring=scoring, progress=cfg.progress,
+                              return_info=True)
 
-    pinfo = None if lineage is None else {**lineage["parent"], "store": str(parse_store(parent))}
+    pinfo = None if lineage is None else {**lineage["parent"], "store": str(ppath)}
     run = cfg.run or f"{pmeta.get('run') or name}-{fmt}"
     meta = {
         "run": run,
@@ -326,17 +336,10 @@ def quantize_model(
     if lineage is not None:
         from trajlab.analysis.kl import kl_paired
 
-        with TrajectoryStore.open(parse_store(parent)) as p:
+        with TrajectoryStore.open(ppath) as p:
             base = p.loglik(-1, steps=[lineage["parent"]["step"]])[0]
             kl = float(kl_paired(base, rows[list(sinfo.rows).index(sinfo.n_layers)], p.n_bytes)[0])
     return QuantizeResult(out, step, fmt, plan, kl)
-
-
-def parse_store(parent: str) -> Path:
-    """The store folder of "STORE[@STEP]"."""
-    from trajlab.hub.config import parse_parent
-
-    return parse_parent(parent)[0]
 
 
 def _gguf_version() -> str:
@@ -394,17 +397,16 @@ def quantize_parser():
 
 
 def quantize_main(argv: list[str]) -> int:
-    """`trajlab quantize`: returns 0, or 2 on an error (one line on stderr, nothing written)."""
-    from trajlab._args import one_line, parse_tool_args
+    """`trajlab quantize`: returns 0; an error raises before anything is written (one line from trajlab.cli,
+    exit 2)."""
+    from trajlab._args import parse_tool_args
+    from trajlab.hub.config import SCORING_ALIASES
 
-    try:
-        args = parse_tool_args(quantize_parser(), argv)
-        cfg = QuantizeConfig(**{f.name: args[f.name] for f in dataclasses.fields(QuantizeConfig)})
-        r = quantize_model(args.model, args.format, out=args.out, parent=args.parent, probe=args.probe,
-                           config=cfg)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    args = parse_tool_args(quantize_parser(), argv, SCORING_ALIASES)
+    values = {f.name: args[f.name] for f in dataclasses.fields(QuantizeConfig)}
+    values["scoring"] = ScoringConfig(**dict(vars(values["scoring"])))
+    r = quantize_model(args.model, args.format, out=args.out, parent=args.parent, probe=args.probe,
+                       config=QuantizeConfig(**values))
     n = sum(t != KEPT for t in r.tensors.values())
     kl = "" if r.kl_to_parent is None else f"; KL to the parent {r.kl_to_parent:.4g} bits/byte"
     print(f"{r.store}: {r.format}, {n} matrices quantized, {len(r.tensors) - n} tensors kept in f32, step "
