@@ -87,7 +87,7 @@ def build_stores(root: Path) -> dict[str, Path]:
     weights = np.cumsum(rng.normal(size=(24, 64)), axis=0)
     pre = _write(
         root / "pretrain" / "trajectory",
-        _meta("pretrain", warmup_steps=0, max_steps=230),
+        _meta("pretrain", warmup_steps=20, max_steps=230),
         3,
         steps,
         [_layers(f, 3, 10 + i, 15.0) for i, f in enumerate(finals)],

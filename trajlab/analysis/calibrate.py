@@ -182,6 +182,11 @@ def spiral_test(
       - "gaussian": random walks in the (N-1)-dimensional space of double-centred LL vectors whose k-th
         increment is isotropic Gaussian with the observed k-th step's expected squared length.
 
+    The sign-flip null is exact when the steps are independent and symmetric (any covariance). A
+    deterministic early transient is neither and can pass for a spiral (measured: PCA 7 of 40 for a fast
+    move the size of the later walk, t-SNE 5 of 10 for one 3x that size); leaving warm-up out (steps,
+    warmup_steps) brought both to 0 (tests/analysis/test_spiral_null.py).
+
     Verdict: "spiral beyond the null" when p_more < 0.05, "winds less than the null" when p_less < 0.05 (a
     drift or a straight path), else "not distinguishable".
 

@@ -1,4 +1,4 @@
-"""The main job (`make demo` = `trajlab demo`): pretrain, fine-tune, import a real model, analyse, report.
+"""The main job (`make demo` = `trajlab demo`): pretrain, fine-tune, quantize, import a real model, analyse, report.
 
 Every stage prints what it does and where its output lies; ``--debug`` runs the same pipeline on the seconds-long
 ``debug`` recipe (``configs/debug.yaml``) (the test suite runs it end to end). After each training stage the demo prints the
@@ -100,7 +100,8 @@ def run_demo(out: Path, *, debug: bool = False, real_model: bool | None = None) 
     """Run the whole pipeline into ``out``; returns the paths it wrote and the stage times."""
     out = Path(out)
     pre, ft = out / "pretrain", out / "finetune"
-    for old in (pre, ft, out / "smollm2", out / "report"):
+    quant = out / "quantized"
+    for old in (pre, ft, quant, out / "smollm2", out / "report"):
         if old.exists():  # a rerun starts afresh: these folders are the demo's own output
             print(f"removing the previous demo output {old}")
             shutil.rmtree(old)
@@ -111,25 +112,33 @@ def run_demo(out: Path, *, debug: bool = False, real_model: bool | None = None) 
 
     real_model = not debug if real_model is None else real_model
     what = "Shakespeare (debug recipe)" if debug else "a mixture: 60% Shakespeare, 30% Bible, 10% Python docs"
-    t = _stage(f"1/4 pretraining on {what} -> {pre}")
+    t = _stage(f"1/5 pretraining on {what} -> {pre}")
     _fit(["--config", pre_cfg, "--run_dir", str(pre)])
     times["pretrain_s"] = time.perf_counter() - t
     checks["pretrain"] = whole_text_check(pre)
 
     what = "the Bible (debug recipe)" if debug else "a shifted mixture (20/50/30), 5% of the steps, lr / 10"
-    t = _stage(f"2/4 fine-tuning on {what} -> {ft}")
+    t = _stage(f"2/5 fine-tuning on {what} -> {ft}")
     _fit(["--config", ft_cfg, "--run_dir", str(ft), "--model.init_from", str(pre / "hf"), *ft_extra])
     times["finetune_s"] = time.perf_counter() - t
     checks["finetune"] = whole_text_check(ft)
 
-    t = _stage(f"3/4 importing the real SmolLM2-135M (GGUF from PyPI) on a probe subset -> {out / 'smollm2'}")
+    t = _stage(f"3/5 quantizing the pretrained model as llama.cpp does (gguf Q8_0, Q4_0) -> {quant}")
+    from trajlab.hub.quantize import quantize_model
+
+    for fmt in ("q8_0", "q4_0"):
+        res = quantize_model(pre / "hf", fmt, out=quant / fmt, parent=str(pre / "trajectory"), progress=False)
+        print(f"{fmt}: KL to the unquantized model {res.kl_to_parent:.3g} bits/byte -> {res.store}")
+    times["quantize_s"] = time.perf_counter() - t
+
+    t = _stage(f"4/5 importing the real SmolLM2-135M (GGUF from PyPI) on a probe subset -> {out / 'smollm2'}")
     if real_model:
         import_real_model(out / "smollm2", n_per_domain=4)
     else:
         print("skipped (--no-real-model, the default with --debug)")
     times["import_s"] = time.perf_counter() - t
 
-    t = _stage(f"4/4 analysis and report -> {out / 'report'}")
+    t = _stage(f"5/5 analysis and report -> {out / 'report'}")
     from trajlab.report import write_report
 
     page = write_report([out], out / "report", tsne=not debug)
