@@ -15,7 +15,6 @@ Every ordering carries unit, n, test, p, smallest reachable p and a verdict in w
 from __future__ import annotations
 
 import shutil
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +45,10 @@ def size_orderings(scale, preset: dict[str, str], sizes: tuple[str, ...], n_boot
     """seeds < sizes, one test per pair of sizes (units: its size pairs over data orders), Holm-corrected."""
     from trajlab.analysis.bootstrap import order_family
 
-    seeds, left_s = scale.units_of("seeds")
+    excl = bool(scale.options.get("exclude_flagged", True))
+    seeds, left_s = scale.units_of("seeds", exclude_flagged=excl)
     by_sizes: dict[str, list] = {}
-    for u in scale.units_of("sizes")[0]:
+    for u in scale.units_of("sizes", exclude_flagged=excl)[0]:
         a, b = sorted((preset[u["pair"]["store_a"]], preset[u["pair"]["store_b"]]), key=sizes.index)
         by_sizes.setdefault(f"{a} vs {b}", []).append(u)
     if not seeds or not by_sizes:
@@ -97,7 +97,7 @@ def findings(design, out: Path, runs: list) -> dict:
     from trajlab.store import TrajectoryStore
 
     stores = {r.name: TrajectoryStore.open(out / r.name / "trajectory") for r in runs}
-    cfg = ta.AnalysisConfig(n_boot=design.n_boot, seed=0)
+    cfg = ta.AnalysisConfig(n_boot=design.n_boot, seed=0, exclude_flagged=design.exclude_flagged)
     scale = ta.kl_scale(list(stores.values()), config=cfg)
     written = ta.write_scale(out / "scale", scale)
     orderings = [o for o in ta.scale_orderings(scale, n_boot=design.n_boot)
@@ -128,7 +128,7 @@ def findings(design, out: Path, runs: list) -> dict:
         "exponents": exponents,
         "runs": _jsonable(per_run),
         "findings": _jsonable(rows),
-        "n_texts": int(len(s0.n_bytes)),
+        "n_texts": len(s0.n_bytes),
         "mean_bytes": float(np.mean(s0.n_bytes)),
         "domains": sorted(set(s0.probe().domains or [])),
     }
@@ -166,9 +166,9 @@ def write_doc(results: dict, path: Path) -> Path:
         "",
         "## The scale",
         "",
-        f"KL in {ks['units']} (Var/2 of per-text LL differences over {results['n_texts']} probe texts, mean"
+        (f"KL in {ks['units']} (Var/2 of per-text LL differences over {results['n_texts']} probe texts, mean"
         f" {results['mean_bytes']:.0f} bytes). Interval: the range of the setting's pairs; each pair's own interval"
-        " is a BCa text bootstrap (texts only, runs fixed) in results.json.",
+        " is a BCa text bootstrap (texts only, runs fixed) in results.json."),
         "",
         "| setting | pairs | runs | median | mean | sd | range | flagged | paper | paper's source |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -183,8 +183,10 @@ def write_doc(results: dict, path: Path) -> Path:
               + " ".join(f"{g}: {h['n_texts_kept']} texts kept." for g, h in ks["handling"].items()),
               ""] + [f"- note: {n}" for n in ks["notes"]]
     lines += ["", "## Orderings (runs as units)", "",
-              "Permutation tests over units (exact when the splits number <= 10^5); an ordering holds when the"
-              f" estimates order that way and p < {ALPHA} (Holm-adjusted in a family).", "",
+              ("Permutation tests over units (exact when the splits number <= 10^5); an ordering holds when the"
+              f" estimates order that way and p < {ALPHA} (Holm-adjusted in a family). Pairs flagged above"
+              f" {ks['options']['max_nats_per_token']} nat/token are"
+              f" {'left out' if ks['options']['exclude_flagged'] else 'kept (the paper keeps them)'}."), "",
               "| ordering | unit | n | test | p | smallest reachable p | verdict |", "|---|---|---|---|---|---|---|"]
     for o in results["orderings"]:
         p, mp = o.get("p_holm", o.get("p_value")), o.get("min_p_holm", o.get("min_p"))
@@ -213,22 +215,22 @@ def design_lines(results: dict) -> list[str]:
     dense = f"A-{hp['dense']}-s{hp['seeds'][0]}"
     k = len(hp["schedules"][dense])
     return [
-        f"- {len(hp['runs'])} stores: {kinds['pretraining']} pretraining runs, {kinds['fine-tune']} fine-tunes,"
-        f" {kinds['quantized']} quantized copies. Parameters: {params}.",
-        f"- Pretraining: {hp['steps']} steps of {hp['batch_size']} x {hp['seq_len']} tokens, peak lr {hp['lr']},"
+        (f"- {len(hp['runs'])} stores: {kinds['pretraining']} pretraining runs, {kinds['fine-tune']} fine-tunes,"
+        f" {kinds['quantized']} quantized copies. Parameters: {params}."),
+        (f"- Pretraining: {hp['steps']} steps of {hp['batch_size']} x {hp['seq_len']} tokens, peak lr {hp['lr']},"
         f" {hp['warmup_steps']} warm-up steps, cosine to {hp['min_lr_ratio']:.0%}; family A sizes"
-        f" {', '.join(hp['sizes'])} x seeds {', '.join(map(str, hp['seeds']))} (a seed sets init and data order).",
-        f"- Gridded runs ({', '.join(hp['gridded'])}): {k} snapshots every {hp['grid']} steps (the Early / Later"
+        f" {', '.join(hp['sizes'])} x seeds {', '.join(map(str, hp['seeds']))} (a seed sets init and data order)."),
+        (f"- Gridded runs ({', '.join(hp['gridded'])}): {k} snapshots every {hp['grid']} steps (the Early / Later"
         f" lag, {hp['grid'] / hp['steps']:.1%} of the run; paper 0.7%), weight distances for c_W; dense"
-        f" ({hp['dense']}): every lens row at every {hp['layers_every']}th snapshot and the last.",
-        f"- Fine-tunes: {hp['finetune_steps']} steps ({hp['ft_fraction']:.0%} of pretraining) at"
+        f" ({hp['dense']}): every lens row at every {hp['layers_every']}th snapshot and the last."),
+        (f"- Fine-tunes: {hp['finetune_steps']} steps ({hp['ft_fraction']:.0%} of pretraining) at"
         f" {hp['ft_lr_ratio']:.0%} of the peak lr on shifted mixtures {hp['mixtures']['A-ft']} (A) and"
-        f" {hp['mixtures']['B-ft']} (B); sized from reasoning before the run (see the script's docstring).",
+        f" {hp['mixtures']['B-ft']} (B); sized from reasoning before the run (see the script's docstring)."),
         f"- Quantization: {', '.join(hp['formats'])} of every final {', '.join(hp['quantized'])} model.",
-        "- Traded for the time budget: lens rows only on the dense runs and only at every"
-        f" {hp['layers_every']}th snapshot; the grid ({hp['grid']} steps) 4.7x coarser than the paper's relative"
-        " lag; small and the other families scored once (final step); quantization of the two smaller sizes"
+        ("- Traded for the time budget: lens rows only on the dense runs and only at every"
+        f" {hp['layers_every']}th snapshot; the grid ({hp['grid']} steps)"
+        f" {hp['grid'] / hp['steps'] / (1000 / 143000):.1f}x the paper's relative lag; small and the other families scored once (final step); quantization of the two smaller sizes"
         " only, their output row only (the scale compares layers within unquantized models); one probe of"
-        f" {results['n_texts']} texts for every arm (the scale compares stores of one probe only).",
+        f" {results['n_texts']} texts for every arm (the scale compares stores of one probe only)."),
         f"- Longest probe text in tokens per family: {results['longest_probe_tokens']} (context {hp['seq_len']}).",
     ]

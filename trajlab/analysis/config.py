@@ -45,6 +45,9 @@ class AnalysisConfig:
     """Explicit start steps of the consecutive pairs (next snapshot as partner); overrides the lag rule."""
     tsne: bool = True
     """Also draw t-SNE maps (per run and joint) and test their spirals."""
+    tsne_min_snapshots: int = 10
+    """t-SNE maps (and their spiral tests) only for stores with at least this many snapshots: with fewer points
+    the perplexity must be tiny and the map says nothing about neighbourhoods."""
     tsne_perplexity: float | None = None
     """t-SNE perplexity; None: min(30, (K - 1) / 3) for K points."""
     spiral_n_null: int = 200
@@ -83,6 +86,7 @@ class AnalysisConfig:
             "spiral_n_null": (self.spiral_n_null, 1),
             "spiral_n_null_tsne": (self.spiral_n_null_tsne, 1),
             "thread_n_null": (self.thread_n_null, 1),
+            "tsne_min_snapshots": (self.tsne_min_snapshots, 3),
             "n_random": (self.n_random, 1),
         }
         for name, (value, least) in counts.items():

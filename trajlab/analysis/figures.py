@@ -86,13 +86,16 @@ def threads_figure(
     fig, (ax_map, ax_kl) = _figure(2)
     norm = Normalize(steps.min(), steps.max())
     points = ax_map.scatter(coords[:, -1, 0], coords[:, -1, 1], c=steps, cmap=CMAP, norm=norm, s=16, zorder=3)
-    fig.colorbar(points, ax=ax_map, label="step (dots: final layer, crosses: embeddings)")
+    if len(steps) > 1:  # one snapshot: no colour scale to read
+        fig.colorbar(points, ax=ax_map, label="step (dots: final layer, crosses: embeddings)")
     colors = colormaps[CMAP](norm(steps))  # (K, 4)
     for path, color in zip(coords, colors, strict=True):
         ax_map.plot(path[:, 0], path[:, 1], color=color, lw=0.8, alpha=0.8)
         ax_map.plot(*path[0], marker="x", color=color, ms=4)
     ax_map.set_title("layers of each snapshot, joint PCA")
     ax_kl.bar(np.arange(len(per_layer)), per_layer, color="0.4")
+    if (per_layer > 0).all():  # the embedding row's jump would flatten every other layer on a linear axis
+        ax_kl.set_yscale("log")
     ax_kl.set_xticks(np.arange(len(per_layer)))
     ax_kl.set_xlabel("layer transition l -> l+1")
     ax_kl.set_ylabel(f"mean adjacent-layer KL ({units})")

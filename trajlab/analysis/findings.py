@@ -10,8 +10,17 @@ design that cannot reach p < 0.05 says so.
 from __future__ import annotations
 
 import math
+import re
 
 ALPHA = 0.05
+
+
+def section_id(kind: str, run: str | None = None) -> str:
+    """Returns the id of the report section a finding belongs to: kind, or kind-<run with unsafe characters
+    replaced by '-'> (kinds: maps, layers, exponents, kl per run; finetune, kl-scale per probe group)."""
+    if run is None:
+        return kind
+    return f"{kind}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', str(run)).strip('-') or 'run'}"
 
 
 def fmt_p(p: float | None, min_p: float | None = None) -> str:
@@ -30,8 +39,9 @@ def _num(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _row(fid: str, title: str, unit: str, n, test: str, p, min_p, verdict: str, holds, section: str,
-         value: str) -> dict:
+def _row(
+    fid: str, title: str, unit: str, n, test: str, p, min_p, verdict: str, holds, section: str, value: str
+) -> dict:
     return {
         "id": fid,
         "title": title,
@@ -71,7 +81,7 @@ def _spiral_rows(run: str, rec: dict) -> list[dict]:
                 f"{verdict} ({fmt_p(s.get('p_value'), s.get('min_p'))} for winding more; "
                 f"p_less {_num(s.get('p_less'), 2)})",
                 verdict == "spiral beyond the null",
-                f"run-{run}",
+                section_id("maps", run),
                 f"{_num(s.get('winding_turns'), 2)} turns (null mean {_num(s.get('null_mean'), 2)})",
             )
         )
@@ -98,7 +108,7 @@ def _thread_rows(run: str, rec: dict) -> list[dict]:
             t.get("min_p"),
             f"{order_verdict} ({fmt_p(p_order, t.get('min_p'))})",
             (p_order or 1) < ALPHA,
-            f"run-{run}",
+            section_id("layers", run),
             f"score {_num(t.get('thread_score'))} (shuffled mean {_num(t.get('null_mean'))})",
         )
     ]
@@ -115,7 +125,7 @@ def _thread_rows(run: str, rec: dict) -> list[dict]:
                 t.get("walk_min_p"),
                 f"{verdict} ({fmt_p(t.get('walk_p_less'), t.get('walk_min_p'))} for more thread-like)",
                 verdict.startswith("more thread-like"),
-                f"run-{run}",
+                section_id("layers", run),
                 f"score {_num(t.get('thread_score'))} (walk null mean {_num(t.get('walk_null_mean'))})",
             )
         )
@@ -128,8 +138,10 @@ def _exponent_rows(run: str, rec: dict) -> list[dict]:
         return []
     holds = bool((e.get("diff") or 0) > 0 and e["p_value"] < ALPHA)
     n_eff = e.get("n_effective")
-    unit = f"blocks of start points of one run ({_num(n_eff, 2)} independent windows)" if n_eff else (
-        "start points of one run"
+    unit = (
+        f"blocks of start points of one run ({_num(n_eff, 2)} independent windows)"
+        if n_eff
+        else ("start points of one run")
     )
     return [
         _row(
@@ -143,8 +155,30 @@ def _exponent_rows(run: str, rec: dict) -> list[dict]:
             ("c_LL < c_W" if holds else "c_LL < c_W not shown")
             + f" ({fmt_p(e['p_value'], e.get('min_p'))}); holds for this run's start points, not across runs",
             holds,
-            f"run-{run}",
+            section_id("exponents", run),
             f"c_LL {_num(e.get('small'))} vs c_W {_num(e.get('large'))}",
+        )
+    ]
+
+
+def _parent_rows(run: str, rec: dict, units: str) -> list[dict]:
+    tp = rec.get("kl_to_parent") or {}
+    kl = list(tp.get("kl") if tp.get("kl") is not None else [])
+    if not kl:
+        return []
+    return [
+        _row(
+            f"parent-{run}",
+            f"{run}: how far it moved from its parent {tp.get('parent')}@{tp.get('step')}",
+            "texts (one fine-tune)",
+            len(kl),
+            "Var/2 estimate along the fine-tune (no test)",
+            None,
+            None,
+            f"moved {_num(kl[-1])} {units} from its parent by its last snapshot",
+            None,
+            section_id("kl", run),
+            f"{_num(kl[-1])} {units} (first snapshot {_num(kl[0])})",
         )
     ]
 
@@ -178,12 +212,21 @@ def findings(summary: dict) -> list[dict]:
     """Returns the findings of an analyze() summary as rows (see the module docstring)."""
     rows = []
     for o in (summary.get("kl_scale") or {}).get("orderings") or []:
-        rows.append(_order_row(f"scale-{o.get('name')}", f"KL scale: {o.get('name')}", o, "kl-scale"))
+        rows.append(
+            _order_row(f"scale-{o.get('name')}", f"KL scale: {o.get('name')}", o, section_id("kl-scale"))
+        )
     ft = summary.get("finetune_vs_base") or {}
     if ft.get("order_runs"):
         rows.append(
-            _order_row("finetune-vs-random", "fine-tuned vs base < random pairs", ft["order_runs"], "finetune")
+            _order_row(
+                "finetune-vs-random",
+                "fine-tuned vs base < random pairs",
+                ft["order_runs"],
+                section_id("finetune"),
+            )
         )
+    units = summary.get("units", "")
     for run, rec in (summary.get("runs") or {}).items():
         rows += _spiral_rows(run, rec) + _thread_rows(run, rec) + _exponent_rows(run, rec)
+        rows += _parent_rows(run, rec, units)
     return rows

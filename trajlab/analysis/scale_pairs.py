@@ -97,7 +97,7 @@ def load_runs(stores: list, cfg, notes: list[str]) -> tuple[dict[str, Run], np.n
         warmup = warmup_step
         if warmup is None:
             warmup = resolve_schedule(meta, steps, cfg.assumed_warmup_fraction)["warmup_steps"]
-            if meta.get("warmup_steps") is None:
+            if meta.get("warmup_steps") is None and len(steps) > 1:  # a one-snapshot store has no trajectory
                 notes.append(f"{name}: warmup_steps not recorded; {warmup} assumed")
         tok = (meta.get("scoring") or {}).get("n_tokens")
         tokens = np.asarray(tok, dtype=np.float64) if tok is not None and len(tok) == len(n_bytes) else None

@@ -28,7 +28,6 @@ from trajlab.analysis.scale_figure import write_scale
 from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base, lineage_pairs
 from trajlab.analysis.threads import layer_map, layer_threads
 
-TSNE_MIN_SNAPSHOTS = 10
 SPIRAL_KEYS = (
     "winding_turns",
     "null_mean",
@@ -176,7 +175,7 @@ def _spirals(
 
     The map shows every snapshot (K >= 3); the spiral test (sign-flip null: random signs on the observed
     increments) uses the snapshots after warm-up and runs only when there are >= 3 of them ("spiral" None
-    otherwise). t-SNE is drawn only from TSNE_MIN_SNAPSHOTS snapshots on.
+    otherwise). t-SNE is drawn only from cfg.tsne_min_snapshots snapshots on.
     """
     if len(ll) < 3:
         notes.append(f"maps: need at least 3 snapshots, store has {len(ll)}")
@@ -188,9 +187,9 @@ def _spirals(
     for method, n_null in (("pca", cfg.spiral_n_null), ("tsne", cfg.spiral_n_null_tsne)):
         if method == "tsne" and not cfg.tsne:
             continue
-        if method == "tsne" and len(ll) < TSNE_MIN_SNAPSHOTS:
+        if method == "tsne" and len(ll) < cfg.tsne_min_snapshots:
             notes.append(
-                f"t-SNE map not drawn: fewer than {TSNE_MIN_SNAPSHOTS} snapshots (with few points the perplexity "
+                f"t-SNE map not drawn: fewer than {cfg.tsne_min_snapshots} snapshots (with few points the perplexity "
                 "must be tiny and the map says nothing about neighbourhoods)"
             )
             continue

@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import html
 import math
-import re
 from pathlib import Path
+
+from trajlab.analysis.findings import section_id
 
 # Shown next to any KL estimate beyond the range where Var/2 was checked against the exact KL.
 FLAG_TITLE = "beyond the checked range: Var/2 was checked against the exact KL only up to {limit} nat/token"
@@ -100,15 +101,10 @@ def notes(items: list[str]) -> Markup:
     return Markup("<ul class=notes>" + "".join(f"<li>{html.escape(n)}</li>" for n in items) + "</ul>")
 
 
-def slug(name: str) -> str:
-    """Returns an HTML-id-safe form of a run name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-") or "run"
-
-
 def anchor(kind: str, run: str | None = None) -> str:
     """Returns the id of a page section: ``kind`` (``comparison``) or ``kind-<run slug>`` (``maps-pretrain``).
 
     Kinds: summary, run, kl, maps, layers, exponents, scale-place (per run); comparison, finetune, kl-scale,
     joint-map, training (per page or probe group). docs/report.md lists them for the analysis' "section" keys.
     """
-    return kind if run is None else f"{kind}-{slug(run)}"
+    return section_id(kind, run)
