@@ -11,12 +11,12 @@ import json
 import numpy as np
 import pytest
 import yaml
-from test_analysis_summary import brownian_ll, write_store
+from synthetic_stores import brownian_ll, write_store
 from test_importers import PROBE, REPO, cache, one_thread, saved  # noqa: F401
 
 from trajlab import analysis as ta
-from trajlab.analysis.config import AnalysisConfig
 from trajlab._args import spelled
+from trajlab.analysis.config import AnalysisConfig
 from trajlab.cli import main
 from trajlab.hub.config import SCORING_ALIASES, ImportConfig, import_parser
 from trajlab.hub.importer import import_main

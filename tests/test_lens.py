@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_TEXTS, tiny_gpt2, tiny_llama, tiny_neox
+from tiny_models import SAMPLE_TEXTS, tiny_gpt2, tiny_llama, tiny_neox
 
-import trajlab.lens as lens
-from trajlab.lens import LensAdapter, ScoreInfo, Unembed, score_model
+from trajlab import lens
 from trajlab.data.probe import ProbeSet
+from trajlab.lens import LensAdapter, ScoreInfo, Unembed, score_model
 
 MODELS = {"neox": tiny_neox, "gpt2": tiny_gpt2, "llama": tiny_llama}
 TEXTS = SAMPLE_TEXTS[:4]

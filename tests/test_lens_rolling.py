@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_TEXTS, tiny_gpt2, tiny_llama, tiny_neox
 from test_lens import PreNormAdapter, final_norm, ids_of
+from tiny_models import SAMPLE_TEXTS, tiny_gpt2, tiny_llama, tiny_neox
 
 from trajlab import _windows
-from trajlab.lens import score_model
 from trajlab.data.probe import ProbeSet
+from trajlab.lens import score_model
 
 MODELS = {"neox": tiny_neox, "gpt2": tiny_gpt2, "llama": tiny_llama}
 CTX = 32

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_TEXTS, tiny_neox
+from tiny_models import SAMPLE_TEXTS, tiny_neox
 
 from trajlab._options import UnknownOptionError, replace_options
 from trajlab.hub.config import ImportConfig

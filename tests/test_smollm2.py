@@ -7,11 +7,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_TEXTS
+from tiny_models import SAMPLE_TEXTS
 
-from trajlab.report.demo import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
 from trajlab.lens import score_model
-
+from trajlab.report.demo import SMOLLM2_INSTALL, smollm2_gguf
 
 
 def load_smollm2():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_analysis_summary import N_BYTES, brownian_ll, write_store
+from synthetic_stores import N_BYTES, brownian_ll, write_store
 
 from trajlab import analysis as ta
 from trajlab.store import open_stores

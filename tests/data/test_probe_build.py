@@ -49,8 +49,7 @@ def expected_probe(docs: list[str], n: int, seed: int, max_bytes: int, min_bytes
 def corpus(tmp_path_factory):
     root, docs = tmp_path_factory.mktemp("corpus"), documents()
     with open(root / "docs.jsonl", "w") as f:
-        for i, d in enumerate(docs):
-            f.write(json.dumps({"id": i, "text": d}, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps({"id": i, "text": d}, ensure_ascii=False) + "\n" for i, d in enumerate(docs))
     pq.write_table(pa.table({"id": list(range(len(docs))), "text": docs}), root / "docs.parquet")
     (root / "empty.jsonl").write_text("")
     pq.write_table(pa.table({"text": list(range(5))}), root / "ints.parquet")

@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_gpt2, tiny_neox
 from gguf import GGMLQuantizationType, quants
+from tiny_models import tiny_gpt2, tiny_neox
 from trained_lm import load, one_thread, trained_folder
 
 from trajlab.cli import main

@@ -12,8 +12,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SAMPLE_TEXTS
 from test_hub_online import Hub, folders, hub_env  # noqa: F401  (folders: the saved tiny revisions fixture)
+from tiny_models import SAMPLE_TEXTS
 
 from trajlab.data.probe import ProbeSet
 from trajlab.hub.cards import HUB_ID_PREFIX

@@ -34,7 +34,7 @@ def test_registry_holds_the_documented_quirks_with_references():
 
 
 def test_quirks_apply_to_the_requested_revisions_only():
-    ids = lambda repo, revs: [q["id"] for q in quirks_for(repo, revs)]  # noqa: E731
+    ids = lambda repo, revs: [q["id"] for q in quirks_for(repo, revs)]
     assert ids("EleutherAI/pythia-410m", ["step1000", "step2000"]) == []
     (q,) = quirks_for("EleutherAI/pythia-410m-deduped", ["step0", "step2", "step4"])
     assert q["revisions"] == ["step0", "step2"] and q["reference"] == "EleutherAI/pythia#198"
@@ -63,7 +63,7 @@ def test_polypythia_and_olmo_revision_names():
     assert pythia_meta("EleutherAI/pythia-160m-weight-seed2") | {} == {
         "size": "160m", "seed": 2, "dataset": "pile", "seed_varies": "weight"}
     assert "seed_varies" not in pythia_meta("EleutherAI/pythia-1.4b-deduped")
-    branches = lambda: OLMO  # noqa: E731
+    branches = lambda: OLMO
     stage1 = expand_revisions("olmo", pythia=False, branches=branches)
     assert stage1 == ["stage1-step1000-tokens5B", "stage1-step2000-tokens9B", "stage1-step101000-tokens424B"]
     assert revision_steps(stage1, pythia=False) == [1000, 2000, 101000]

@@ -10,7 +10,7 @@ released code of Oyama et al. / Kishino et al. divides by 2; some summaries of t
 always divided by 2.
 
 When does it hold? Measured on enumerable autoregressive models (vocabulary 4, 5 tokens per text, texts
-sampled from p_i, exact J by enumeration of all 4^5 texts; tests/test_analysis_kl.py), over five random
+sampled from p_i, exact J by enumeration of all 4^5 texts; tests/analysis/test_analysis_kl.py), over five random
 model pairs: Var/2 is within 6% of J/2 at J/2 ~ 0.01-0.02 nats per text (~0.003 nats per token) and
 within 20% at J/2 ~ 0.1-0.2; at J/2 ~ 1 nat per text the error is 0-60% depending on the pair; at J/2 of 5-15
 nats per text (1-3 nats per token) the estimate is 1.5-7x too large (the texts sample only one model's

@@ -20,7 +20,34 @@ from trajlab.analysis.figures import (
     threads_figure,
 )
 
-SPIRAL_KEYS = ("winding_turns", "null_mean", "null_q95", "p_value", "n_null", "perplexity")
+SPIRAL_KEYS = (
+    "winding_turns",
+    "null",
+    "null_mean",
+    "null_q05",
+    "null_q95",
+    "p_more",
+    "p_less",
+    "min_p",
+    "n_null",
+    "n_left_out",
+    "perplexity",
+    "verdict",
+)
+THREAD_KEYS = (
+    "thread_score",
+    "null_mean",
+    "order_p",
+    "n_perms",
+    "exact",
+    "min_p",
+    "verdict_order",
+    "walk_null_mean",
+    "walk_p_less",
+    "walk_p_more",
+    "walk_min_p",
+    "verdict_walk",
+)
 
 
 def json_safe(x):
@@ -151,7 +178,9 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
                 ]
             )
         spiral_rows += [
-            [name, m, *(v["spiral"][key] for key in SPIRAL_KEYS)] for m, v in rec["maps"].items() if v["spiral"]
+            [name, m, *(v["spiral"].get(key) for key in SPIRAL_KEYS)]
+            for m, v in rec["maps"].items()
+            if v["spiral"]
         ]
         if rec["layer_threads"] is not None:
             adj, layer_steps = rec["layer_threads"]["adjacent_kl"], rec["layer_threads"]["steps"]
@@ -162,9 +191,7 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
             ]
         if rec["layer_threads"] is not None:
             t = rec["layer_threads"]["test"]
-            thread_rows.append(
-                [name, t["thread_score"], t["null_mean"], t["p_value"], t["n_perms"], t["exact"], t["min_p"]]
-            )
+            thread_rows.append([name, *(t.get(key) for key in THREAD_KEYS)])
         tables[f"kl_matrix_{stem}.csv"] = (
             ["step", *map(str, steps)],
             [[s, *row] for s, row in zip(steps, rec["kl_matrix"], strict=True)],
@@ -206,7 +233,7 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
     if layer_rows:
         tables["layer_threads.csv"] = (["run", "step", "layer", f"adjacent_kl ({units})"], layer_rows)
         tables["thread_test.csv"] = (
-            ["run", "thread_score", "null_mean", "p_value", "n_perms", "exact", "min_p"],
+            ["run", *THREAD_KEYS],
             thread_rows,
         )
     comp = summary["comparison"]

@@ -44,6 +44,7 @@ SPIRAL_KEYS = (
     "null_q05",
     "verdict",
     "n_left_out",
+    "warmup_steps",
 )
 
 

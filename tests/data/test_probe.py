@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_TEXTS
+from tiny_models import SAMPLE_TEXTS
 
 from trajlab.data.probe import ProbeSet
 

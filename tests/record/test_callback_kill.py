@@ -20,7 +20,7 @@ from trajlab.cli import main
 from trajlab.record.schedule import snapshot_steps
 from trajlab.store import TrajectoryStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS, N_KILLS = 48, 5
 SCHEDULE = snapshot_steps("every:2", MAX_STEPS)
 

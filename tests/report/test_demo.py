@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from trajlab.report.demo import whole_text_check
-from trajlab.train.models import build_model
 from trajlab.data.probe import ProbeSet
-from trajlab.store import TrajectoryStore
 from trajlab.data.tokenizer import tokenizer_meta, train_tokenizer
+from trajlab.report.demo import whole_text_check
+from trajlab.store import TrajectoryStore
+from trajlab.train.models import build_model
 
 TEXTS = ["the cat sat on the mat " * 3, "a dog ran far away from home " * 6, "short text here"]
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_TEXTS, make_tokenizer
 from test_callback import TinyNet, one_line, tiny_callback, tiny_fit
+from tiny_models import SAMPLE_TEXTS, make_tokenizer
 
-from trajlab.lens import score_model
 from trajlab.data.probe import ProbeSet
+from trajlab.lens import score_model
 from trajlab.store import TrajectoryStore
 
-FIXTURE_V1 = Path(__file__).parent / "fixtures" / "store_v1"
+FIXTURE_V1 = Path(__file__).parents[1] / "store" / "fixtures" / "store_v1"
 
 
 @pytest.fixture(autouse=True, scope="module")

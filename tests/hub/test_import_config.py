@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_llama
 from test_importers import FAST, PROBE, REPO, cache, make_tokenizer, one_thread, saved  # noqa: F401
+from tiny_models import tiny_llama
 
 import trajlab.lens
 from trajlab import ImportConfig, ScoringConfig, import_checkpoints
-from trajlab.hub.config import PYTHIA_WARMUP_STEPS
-from trajlab.data.probe import ProbeSet
 from trajlab.cli import main as trajlab_main
+from trajlab.data.probe import ProbeSet
+from trajlab.hub.config import PYTHIA_WARMUP_STEPS
 from trajlab.hub.importer import import_main
 from trajlab.store import TrajectoryStore
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture

@@ -59,9 +59,9 @@ def test_ddp_scores_each_text_once_and_matches_single_process(tmp_path):
     import torch
 
     from trajlab.lens import score_model
+    from trajlab.store import TrajectoryStore
     from trajlab.train.lit import LMDataModule
     from trajlab.train.models import build_model
-    from trajlab.store import TrajectoryStore
 
     run = run_two_ranks(tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]

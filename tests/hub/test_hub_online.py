@@ -188,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from conftest import make_tokenizer
+    from tiny_models import make_tokenizer
 
     root, tok = tmp_path_factory.mktemp("saved"), make_tokenizer()
     out = {}

@@ -46,7 +46,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from conftest import make_tokenizer
+    from tiny_models import make_tokenizer
 
     root, tok = tmp_path_factory.mktemp("saved"), make_tokenizer()
     out = {}

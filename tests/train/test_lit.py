@@ -13,7 +13,7 @@ import torch
 
 from trajlab.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 

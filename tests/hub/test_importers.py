@@ -19,20 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_TEXTS, make_tokenizer, tiny_llama, tiny_neox
 from safetensors.numpy import load_file
+from tiny_models import SAMPLE_TEXTS, make_tokenizer, tiny_llama, tiny_neox
 
 from trajlab import import_checkpoints, merge_stores
-from trajlab.hub.checkpoints import RefusedCheckpointError
 from trajlab.cli import main as trajlab_main
-from trajlab.hub.importer import import_main
-from trajlab.lens import score_model
 from trajlab.data.probe import ProbeSet
-from trajlab.hub.revisions import PYTHIA_REVISIONS, expand_revisions, revision_steps, shard_part
-from trajlab.sketch import WeightSketch
-from trajlab.store.merge import merge_main
-from trajlab.store import TrajectoryStore
 from trajlab.data.tokenizer import tokenizer_fingerprint
+from trajlab.hub.checkpoints import RefusedCheckpointError
+from trajlab.hub.importer import import_main
+from trajlab.hub.revisions import PYTHIA_REVISIONS, expand_revisions, revision_steps, shard_part
+from trajlab.lens import score_model
+from trajlab.sketch import WeightSketch
+from trajlab.store import TrajectoryStore
+from trajlab.store.merge import merge_main
 
 REPO = "EleutherAI/pythia-fake"
 # revision -> the seed of its weights; step1 is step0 byte for byte, as in the published Pythia checkpoints
@@ -409,7 +409,7 @@ def test_pickle_checkpoints_need_allow_pickle_and_load_weights_only(tmp_path, sa
 
 
 def test_pythia_trajectory_dry_run_touches_nothing(tmp_path):
-    script = Path(__file__).parents[1] / "scripts" / "pythia_trajectory.py"
+    script = Path(__file__).parents[2] / "scripts" / "pythia_trajectory.py"
     code = textwrap.dedent(f"""
         import runpy, sys
         sys.argv = ["pythia_trajectory.py", "EleutherAI/pythia-410m", "--out", {str(tmp_path / "run")!r},
@@ -440,8 +440,8 @@ def test_kill_9_mid_import_then_rerun_completes(tmp_path, cache):
     hub, _ = cache
     out = tmp_path / "store"
     code = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from conftest import SAMPLE_TEXTS
+        import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+        from tiny_models import SAMPLE_TEXTS
         from trajlab import import_checkpoints
         from trajlab.data.probe import ProbeSet
         import_checkpoints({REPO!r}, {ALL!r}, {str(out)!r}, ProbeSet.from_texts(SAMPLE_TEXTS * 40),

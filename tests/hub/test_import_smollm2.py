@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from trajlab.report.demo import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
 from trajlab import import_checkpoints
 from trajlab.data.probe import ProbeSet
-from trajlab.store import TrajectoryStore
 from trajlab.data.tokenizer import tokenizer_fingerprint
-
+from trajlab.report.demo import SMOLLM2_GGUF, SMOLLM2_INSTALL, smollm2_gguf
+from trajlab.store import TrajectoryStore
 
 
 def smollm2_folder() -> Path:

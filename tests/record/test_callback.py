@@ -14,24 +14,24 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import SAMPLE_TEXTS, make_tokenizer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from tiny_models import SAMPLE_TEXTS, make_tokenizer
 from torch import nn
 
-from trajlab.record.callback import TrajectoryCallback
-from trajlab.train.lit import HFExport, LitLM, LMDataModule
-from trajlab.train.models import model_config
 from trajlab.data.probe import ProbeSet
+from trajlab.data.tokenizer import tokenizer_fingerprint
+from trajlab.record.callback import TrajectoryCallback
 from trajlab.record.probes import resolve_probe
 from trajlab.record.ranks import assembled_shards
-from trajlab.record.writer import training_state_preserved
 from trajlab.record.schedule import snapshot_steps
+from trajlab.record.writer import training_state_preserved
 from trajlab.sketch import WeightSketch
 from trajlab.store import TrajectoryStore
-from trajlab.data.tokenizer import tokenizer_fingerprint
+from trajlab.train.lit import HFExport, LitLM, LMDataModule
+from trajlab.train.models import model_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEBUG = yaml.safe_load((ROOT / "configs" / "debug.yaml").read_text())
 
 
