@@ -41,29 +41,6 @@ def _verdict(name: str, res: dict, unit: str) -> str:
     return f"{name} holds: {numbers}." if res["holds"] else f"{name} is not shown, {res['reason']}: {numbers}."
 
 
-def size_orderings(scale, preset: dict[str, str], sizes: tuple[str, ...], n_boot: int) -> list[dict]:
-    """seeds < sizes, one test per pair of sizes (units: its size pairs over data orders), Holm-corrected."""
-    from trajlab.analysis.bootstrap import order_family
-
-    excl = bool(scale.options.get("exclude_flagged", True))
-    seeds, left_s = scale.units_of("seeds", exclude_flagged=excl)
-    by_sizes: dict[str, list] = {}
-    for u in scale.units_of("sizes", exclude_flagged=excl)[0]:
-        a, b = sorted((preset[u["pair"]["store_a"]], preset[u["pair"]["store_b"]]), key=sizes.index)
-        by_sizes.setdefault(f"{a} vs {b}", []).append(u)
-    if not seeds or not by_sizes:
-        return []
-    family = order_family(seeds, by_sizes, seed=0, n_boot=n_boot)
-    out = []
-    for name, res in family.items():
-        res = {k: v for k, v in res.items()} | {"test": f"{res['test']}, Holm over {len(family)} pairs of sizes"}
-        title = f"seeds < sizes ({name})"
-        out.append(res | {"name": title, "title": title, "smaller_setting": "seeds", "larger_setting": "sizes",
-                          "unit": "pairs of runs", "n": sum(res["n_units"]), "n_left_out": left_s,
-                          "verdict": _verdict(title, res, "pairs of runs")})
-    return out
-
-
 def exponent_ordering(stores: dict, gridded: list[str], cfg, n_boot: int) -> tuple[dict, dict]:
     """c_LL < c_W with runs as units; also {run: {c_ll, c_w medians, n_fits}}."""
     from trajlab import analysis as ta
@@ -100,10 +77,7 @@ def findings(design, out: Path, runs: list) -> dict:
     cfg = ta.AnalysisConfig(n_boot=design.n_boot, seed=0, exclude_flagged=design.exclude_flagged)
     scale = ta.kl_scale(list(stores.values()), config=cfg)
     written = ta.write_scale(out / "scale", scale)
-    orderings = [o for o in ta.scale_orderings(scale, n_boot=design.n_boot)
-                 if o.get("smaller_setting") != "seeds"]
-    preset = {r.name: r.preset for r in runs if r.kind == "pretraining"}
-    orderings[1:1] = size_orderings(scale, preset, design.sizes, design.n_boot)
+    orderings = ta.scale_orderings(scale, n_boot=design.n_boot)  # seeds < sizes: one test per pair of sizes
     gridded = [r.name for r in runs if r.kind == "pretraining" and r.family == "A" and r.preset in design.gridded]
     exp_order, exponents = exponent_ordering(stores, gridded, cfg, design.n_boot)
     orderings.append(exp_order)

@@ -42,7 +42,7 @@ def test_the_readme_is_a_front_door():
 
 def test_the_rule_reads_paths_and_links():
     text = ("see `trajlab/store/meta.py`, trajlab/no_such.py. and [a](store.md), [b](../README.md#top), "
-            "[c](https://example.org/docs/a.md), kl-scale/data/texts.json, `tests/test_callback*.py`")
+            "[c](https://example.org/docs/a.md), kl-scale/data/texts.json, `tests/record/test_callback*.py`")
     assert named_paths(text, ROOT / "docs") == {"trajlab/store/meta.py", "trajlab/no_such.py",
-                                                "tests/test_callback*.py", "docs/store.md", "README.md"}
-    assert exists("tests/test_callback*.py") and not exists("trajlab/no_such.py")
+                                                "tests/record/test_callback*.py", "docs/store.md", "README.md"}
+    assert exists("tests/record/test_callback*.py") and not exists("trajlab/no_such.py")

@@ -74,6 +74,12 @@ def label(setting: str) -> str:
     return LABELS.get(setting, f"{setting} quantization" if setting.endswith("-bit") else setting)
 
 
+def _size_group(meta_a: dict, meta_b: dict) -> str:
+    """The pair of model sizes a size pair compares, e.g. "nano vs tiny" (names sorted): the unit of an ordering
+    of seeds against one size pair, replicated over data orders."""
+    return " vs ".join(sorted(str(m.get("size") or m.get("preset")) for m in (meta_a, meta_b)))
+
+
 @dataclass
 class KLScale:
     """The KL scale of a set of stores (kl_scale's Returns)."""
@@ -223,7 +229,8 @@ def kl_scale(stores, *, config: AnalysisConfig | None = None, lag: int | None = 
             "setting": setting, "store_a": a, "step_a": sa, "store_b": b, "step_b": sb, "layer": layer,
             "kl": None, "lo": None, "hi": None, "kl_raw": raw, "nats_per_token": per_token,
             "flagged": None if per_token is None else bool(per_token > cfg.max_nats_per_token),
-            "n_texts": int(kept.sum()), "unit": unit,
+            "n_texts": int(kept.sum()), "unit": unit, "group": _size_group(ra.meta, rb.meta) if setting == "sizes"
+            else None,
         })  # fmt: skip
         diffs.append(d)
     factors = [1.0] * len(pairs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from trajlab.analysis.findings import fmt_p
+from trajlab.analysis.order import order_family, order_test
 
 PAIR_ORDERINGS = (("8-bit", "4-bit"), ("fine-tune", "random"), ("intra-type", "random"))
 
@@ -78,8 +79,6 @@ def scale_orderings(scale, **order_kw) -> list[dict]:
         **order_kw: passed to order_test / order_family (n_perm, n_boot, seed, level); seed and level default
             to the scale's options.
     """
-    from trajlab.analysis.bootstrap import order_family, order_test  # the runs-as-unit tests
-
     kw = {"seed": scale.options.get("seed", 0), "level": scale.options.get("level", 0.95), **order_kw}
     excl = bool(scale.options.get("exclude_flagged", True))
     present = set(scale.settings)
@@ -107,7 +106,10 @@ def scale_orderings(scale, **order_kw) -> list[dict]:
         seeds, left_s = scale.units_of("seeds", exclude_flagged=excl)
         sizes, left_z = scale.units_of("sizes", exclude_flagged=excl)
         if seeds and sizes:
-            family = order_family(seeds, {s["unit"].replace("|", " vs "): [s] for s in sizes}, **kw)
+            by_sizes: dict[str, list[dict]] = {}  # each pair of sizes, replicated over data orders
+            for s in sizes:
+                by_sizes.setdefault(s["pair"].get("group") or s["unit"], []).append(s)
+            family = order_family(seeds, by_sizes, **kw)
             for size_pair, res in family.items():
                 res = {**res, "test": f"{res['test']}, Holm over {len(family)} size pair(s)"}
                 out.append(
