@@ -10,13 +10,9 @@ import numpy as np
 import pytest
 
 from trajlab.analysis import simulate as sim
-from trajlab.analysis.bootstrap import (
-    bootstrap_exponent_order,
-    bootstrap_kl,
-    bootstrap_order,
-    kl_intervals,
-    order_test,
-)
+from trajlab.analysis.bootstrap import bootstrap_kl, bootstrap_order, kl_intervals
+from trajlab.analysis.exponent_order import bootstrap_exponent_order
+from trajlab.analysis.order import order_test
 
 
 def rate(hits: list[bool]) -> float:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from trajlab.analysis.bootstrap import holm, order_family, order_test
+from trajlab.analysis.order import holm, order_family, order_test
 
 
 def brute_force_p(small: list[float], large: list[float]) -> float:
@@ -155,3 +155,21 @@ def test_order_family_applies_holm():
     assert all(r["reason"].startswith("not testable") for r in small3.values())
     with pytest.raises(ValueError, match="larger_by_name"):
         order_family(seeds, {})
+
+
+def test_paired_order_test_is_an_exact_sign_flip_over_runs():
+    """Each run gives both values (Early and Later, Q8_0 and Q4_0 of one model): sign flips within runs."""
+    import itertools
+
+    from trajlab.analysis.order import paired_order_test
+
+    rng = np.random.default_rng(3)
+    small, large = rng.normal(1, 0.2, 6), rng.normal(1.3, 0.2, 6)
+    res = paired_order_test(small, large)
+    d = large - small
+    count = sum(np.dot(s, d) / 6 >= d.mean() - 1e-12 for s in itertools.product([-1, 1], repeat=6))
+    assert res["p_value"] == pytest.approx(count / 64) and res["min_p"] == pytest.approx(1 / 64)
+    assert res["holds"] == (res["p_value"] < 0.05 and d.mean() > 0)
+    assert not paired_order_test(small[:4], large[:4])["holds"]  # 1/16 > 0.05: not testable
+    with pytest.raises(ValueError, match="one value per unit"):
+        paired_order_test([1.0, 2.0], [1.0])

@@ -1,12 +1,11 @@
 """Intervals and tests for KL estimates and orderings, with the unit each resamples said out loud.
 
 - bootstrap_kl: one KL with a text-bootstrap interval (BCa by default).
-- order_test / order_family / holm (trajlab.analysis.order, re-exported here): "KL(smaller) < KL(larger)" with
-  pairs of runs as the unit. Use these for claims about settings (seeds, sizes).
+- For claims about settings (seeds, sizes) use trajlab.analysis.order (order_test, paired_order_test,
+  order_family, holm): runs or pairs of runs as the unit.
 - bootstrap_order: the paired text bootstrap of an ordering: texts only, runs fixed. It answers "would other
   probe texts order these runs the same way", not "would other runs".
-- bootstrap_exponent_order (trajlab.analysis.exponent_order, re-exported here): median exponents compared
-  with blocks of start points, or runs, as the unit.
+- Exponents: trajlab.analysis.exponent_order (blocks of start points, or runs, as the unit).
 
 Every p-value is (1 + #{resamples or splits at least as extreme}) / (1 + n), or an exact enumeration; each
 result carries min_p, the smallest p its design can reach.
@@ -18,9 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trajlab.analysis.exponent_order import bootstrap_exponent_order  # noqa: F401  (re-exported)
 from trajlab.analysis.kl import as_ll, kl_paired, kl_unit_factor
-from trajlab.analysis.order import holm, order_family, order_test  # noqa: F401  (runs as the unit)
 from trajlab.analysis.resample import (
     bca_bounds,
     central_moments,

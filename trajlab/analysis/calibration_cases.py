@@ -95,15 +95,15 @@ def _threads(make: Callable, key: str) -> Callable[[np.random.Generator], bool]:
     return fn
 
 
-_iso = lambda rng: walks.isotropic_walk(rng, K, N)  # noqa: E731
-_aniso1 = lambda rng: walks.anisotropic_walk(rng, K, N, 1.0)  # noqa: E731
-_aniso2 = lambda rng: walks.anisotropic_walk(rng, K, N, 2.0)  # noqa: E731
-_transient = lambda rng: walks.transient_walk(rng, K, N)  # noqa: E731
-_drift = lambda rng: walks.drift_walk(rng, K, N)  # noqa: E731
-_spiral_data = lambda rng: walks.spiral_trajectory(rng, K, N, 2.5)  # noqa: E731
-_rw_layers = lambda rng: walks.random_walk_layers(rng, K_LAYERS, N_LAYERS, N)  # noqa: E731
-_iid_layers = lambda rng: walks.iid_layers(rng, K_LAYERS, N_LAYERS, N)  # noqa: E731
-_line_layers = lambda rng: walks.line_layers(rng, K_LAYERS, N_LAYERS, N)  # noqa: E731
+_iso = lambda rng: walks.isotropic_walk(rng, K, N)
+_aniso1 = lambda rng: walks.anisotropic_walk(rng, K, N, 1.0)
+_aniso2 = lambda rng: walks.anisotropic_walk(rng, K, N, 2.0)
+_transient = lambda rng: walks.transient_walk(rng, K, N)
+_drift = lambda rng: walks.drift_walk(rng, K, N)
+_spiral_data = lambda rng: walks.spiral_trajectory(rng, K, N, 2.5)
+_rw_layers = lambda rng: walks.random_walk_layers(rng, K_LAYERS, N_LAYERS, N)
+_iid_layers = lambda rng: walks.iid_layers(rng, K_LAYERS, N_LAYERS, N)
+_line_layers = lambda rng: walks.line_layers(rng, K_LAYERS, N_LAYERS, N)
 
 ORDER = "order_test (permutation over pairs of runs)"
 SPIRAL = "spiral_test PCA, sign-flip null"

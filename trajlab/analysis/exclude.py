@@ -16,7 +16,10 @@ def _matches(name: str, meta: dict, pattern: str) -> bool:
 
 
 class _Excluded:
-    """A read view of a store without some snapshots (AnalysisConfig.exclude "run@step")."""
+    """A read view of a store without some snapshots' LL rows (AnalysisConfig.exclude "run@step").
+
+    Weight snapshots (weight_steps, weight distances) are not filtered: an excluded checkpoint's weights still
+    enter the weight-space exponents, which the note in summary.json says."""
 
     def __init__(self, store, steps: set[int]):
         self._s, self._drop = store, steps
@@ -27,8 +30,13 @@ class _Excluded:
     def __getattr__(self, name):
         return getattr(self._s, name)
 
-    def loglik(self, *args, **kw):
-        return np.asarray(self._s.loglik(*args, **kw))[self._keep]
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def loglik(self, layer: int = -1, steps=None):
+        if steps is not None:  # the caller names its steps: excluded ones are theirs to avoid
+            return self._s.loglik(layer, steps=steps)
+        return np.asarray(self._s.loglik(layer))[self._keep]
 
     def loglik_all(self, steps=None):
         return self._s.loglik_all(steps=self.steps if steps is None else steps)
@@ -48,11 +56,14 @@ def apply_exclusions(stores: list, cfg: AnalysisConfig, notes: list[str]) -> lis
         if runs:
             notes.append(f"excluded run {name} ({runs[0]}; {cfg.preset_name or 'exclude option'})")
             continue
-        drop = {int(e.split("@")[1]) for e in cfg.exclude if "@" in e and _matches(name, s.meta, e.split("@")[0])}
+        drop = {
+            int(e.split("@")[1]) for e in cfg.exclude if "@" in e and _matches(name, s.meta, e.split("@")[0])
+        }
         drop &= {int(x) for x in s.steps}
         if drop:
             notes.append(
-                f"excluded snapshot(s) {sorted(drop)} of {name} ({cfg.preset_name or 'exclude option'})"
+                f"excluded snapshot(s) {sorted(drop)} of {name} ({cfg.preset_name or 'exclude option'}; "
+                "their LL rows only, not their weights)"
             )
             s = _Excluded(s, drop)
         kept.append(s)

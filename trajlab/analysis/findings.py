@@ -75,7 +75,7 @@ def _spiral_rows(run: str, rec: dict) -> list[dict]:
                 f"{run}: does the {method.upper()} map spiral?",
                 f"snapshots of one run ({k_used})",
                 s.get("n_null"),
-                f"|winding| against {s.get('n_null')} {null} walks embedded the same way, two-sided",
+                f"|winding| against {s.get('n_null')} {null} walks embedded the same way, each direction one-sided at 0.05",
                 s.get("p_value"),
                 s.get("min_p"),
                 f"{verdict} ({fmt_p(s.get('p_value'), s.get('min_p'))} for winding more; "
@@ -119,7 +119,7 @@ def _thread_rows(run: str, rec: dict) -> list[dict]:
                 f"layer-walk-{run}",
                 f"{run}: are layers more thread-like than a random walk across layers?",
                 "sign-flipped layer paths",
-                t.get("n_walk", t.get("n_perms")),
+                t.get("walk_n"),
                 "thread score against sign-flipped layer increments (same adjacent steps)",
                 t.get("walk_p_less"),
                 t.get("walk_min_p"),
@@ -136,7 +136,7 @@ def _exponent_rows(run: str, rec: dict) -> list[dict]:
     e = rec.get("exponent_order")
     if not e or e.get("p_value") is None or not e.get("n_starts"):
         return []
-    holds = bool((e.get("diff") or 0) > 0 and e["p_value"] < ALPHA)
+    holds = bool(e.get("holds")) if "holds" in e else bool((e.get("diff") or 0) > 0 and e["p_value"] < ALPHA)
     n_eff = e.get("n_effective")
     unit = (
         f"blocks of start points of one run ({_num(n_eff, 2)} independent windows)"
@@ -149,11 +149,15 @@ def _exponent_rows(run: str, rec: dict) -> list[dict]:
             f"{run}: is c_LL < c_W?",
             unit,
             e.get("n_starts"),
-            f"{e.get('method', 'bootstrap')} bootstrap of median c_W - median c_LL",
+            e.get("test") or f"{e.get('method', 'bootstrap')} bootstrap of median c_W - median c_LL",
             e["p_value"],
             e.get("min_p"),
-            ("c_LL < c_W" if holds else "c_LL < c_W not shown")
-            + f" ({fmt_p(e['p_value'], e.get('min_p'))}); holds for this run's start points, not across runs",
+            (
+                "c_LL < c_W"
+                if holds
+                else f"c_LL < c_W not shown{': ' + e['reason'] if e.get('reason') else ''}"
+            )
+            + f" ({fmt_p(e['p_value'], e.get('min_p'))}); about this run's start points, not across runs",
             holds,
             section_id("exponents", run),
             f"c_LL {_num(e.get('small'))} vs c_W {_num(e.get('large'))}",
@@ -185,13 +189,14 @@ def _parent_rows(run: str, rec: dict, units: str) -> list[dict]:
 
 def _order_row(fid: str, title: str, o: dict, section: str) -> dict:
     n_units = o.get("n_units") or []
-    if o.get("holds"):
-        verdict = f"holds ({fmt_p(o.get('p_value'), o.get('min_p'))})"
-    else:
-        verdict = f"not shown: {o.get('reason') or fmt_p(o.get('p_value'), o.get('min_p'))}"
+    holm = "p_holm" in o
+    p, min_p = o.get("p_holm", o.get("p_value")), o.get("min_p_holm", o.get("min_p"))
+    shown = ("Holm-adjusted " if holm else "") + fmt_p(p, min_p)
+    verdict = f"holds ({shown})" if o.get("holds") else f"not shown: {o.get('reason') or shown}"
     if o.get("n_left_out"):
         verdict += f"; {o['n_left_out']} flagged pair(s) left out"
-    p = o.get("p_holm", o.get("p_value"))
+    if o.get("note"):
+        verdict += f"; {o['note']}"
     return _row(
         fid,
         title,
@@ -199,7 +204,7 @@ def _order_row(fid: str, title: str, o: dict, section: str) -> dict:
         " vs ".join(str(x) for x in n_units) if n_units else o.get("n"),
         o.get("test", "permutation over pairs"),
         p,
-        o.get("min_p"),
+        min_p,
         verdict,
         bool(o.get("holds")),
         section,

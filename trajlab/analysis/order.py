@@ -187,6 +187,56 @@ def order_test(
     return {**out, **_verdict(out, p, min_p)}
 
 
+def paired_order_test(
+    smaller: Sequence[float],
+    larger: Sequence[float],
+    *,
+    n_perm: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+    n_boot: int = 2000,
+) -> dict:
+    """Returns whether smaller[i] < larger[i] holds on average when each unit (a run) gives both values.
+
+    Null: within each unit the two values are exchangeable. Statistic: mean(larger - smaller); sign-flip test
+    over the units: all 2^n sign patterns when 2^n <= 1e5 (p = #{patterns with stat >= observed} / 2^n,
+    min_p = 1 / 2^n), else n_perm drawn patterns ((1 + #) / (1 + n_perm)). Interval: percentile bootstrap of
+    the mean difference over units. Returns the keys of order_test (unit "runs (paired)").
+    """
+    check_boot(n_boot, level)
+    a, b = np.asarray(smaller, dtype=np.float64), np.asarray(larger, dtype=np.float64)
+    if (
+        a.ndim != 1
+        or a.shape != b.shape
+        or len(a) == 0
+        or not (np.isfinite(a).all() and np.isfinite(b).all())
+    ):
+        raise ValueError(
+            f"smaller and larger must be two finite lists of one value per unit, got {a.shape}, {b.shape}"
+        )
+    d, n = b - a, len(a)
+    rng = np.random.default_rng(seed)
+    exact = 2**n <= 100_000
+    if exact:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)  # (2^n, n) every pattern
+    else:
+        signs = rng.choice([-1, 1], size=(n_perm, n))
+    stats = signs @ d / n
+    obs = float(d.mean())
+    extreme = stats >= obs - 1e-12 * max(1.0, float(np.abs(d).max()))
+    p = float(extreme.mean()) if exact else float((1 + extreme.sum()) / (1 + n_perm))
+    min_p = 1.0 / 2**n if exact else 1.0 / (1 + n_perm)
+    boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    out = {
+        "diff": obs, "lo": float(lo), "hi": float(hi), "p_value": p, "min_p": float(min_p), "n_units": [n, n],
+        "smaller": float(a.mean()), "larger": float(b.mean()),
+        "test": f"sign flip within runs ({'exact' if exact else 'drawn'})", "unit": "runs (paired)",
+        "alternative": "less", "n_splits": 2**n,
+    }  # fmt: skip
+    return {**out, **_verdict(out, p, min_p)}
+
+
 def _verdict(res: dict, p: float, min_p: float, adjusted: str = "") -> dict:
     """Returns {holds, reason} for an ordering result at ALPHA, with p (and min_p) possibly Holm-adjusted."""
     n_s, n_l = res["n_units"]

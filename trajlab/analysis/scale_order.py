@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from trajlab.analysis.findings import fmt_p
-from trajlab.analysis.order import order_family, order_test
+from trajlab.analysis.order import order_family, order_test, paired_order_test
 
 PAIR_ORDERINGS = (("8-bit", "4-bit"), ("fine-tune", "random"), ("intra-type", "random"))
 
@@ -88,8 +88,8 @@ def scale_orderings(scale, **order_kw) -> list[dict]:
         later, left_l = scale.units_of("later", exclude_flagged=excl)
         e, lt = _run_means(early), _run_means(later)
         both = [r for r in e if r in lt]
-        unit = "runs (mean Early and mean Later KL per run)"
-        res = order_test([lt[r] for r in both], [e[r] for r in both], **kw) if both else None
+        unit = "runs (mean Early and mean Later KL per run, paired)"
+        res = paired_order_test([lt[r] for r in both], [e[r] for r in both], **kw) if both else None
         out.append(
             _result(
                 "Later < Early",
@@ -143,6 +143,21 @@ def scale_orderings(scale, **order_kw) -> list[dict]:
         b, left_b = scale.units_of(large, exclude_flagged=excl)
         unit = "quantized models" if small.endswith("-bit") else "pairs of models"
         res = order_test(a, b, **kw) if a and b else None
+        by_parent_a = {u["pair"]["store_b"]: u["kl"] for u in a}
+        by_parent_b = {u["pair"]["store_b"]: u["kl"] for u in b}
+        if (
+            small.endswith("-bit")
+            and a
+            and by_parent_a.keys() == by_parent_b.keys()
+            and len(by_parent_a) == len(a)
+        ):
+            parents = sorted(by_parent_a)  # both formats of the same models: paired within each model
+            unit = "models quantized both ways (paired)"
+            res = paired_order_test(
+                [by_parent_a[m] for m in parents], [by_parent_b[m] for m in parents], **kw
+            )
+        elif res is not None and not small.endswith("-bit"):
+            res["note"] = "pairs share models, so the units are not independent and p is approximate"
         out.append(
             _result(
                 f"{small} < {large}",

@@ -188,7 +188,7 @@ def _spirals(
     for method, n_null in (("pca", cfg.spiral_n_null), ("tsne", cfg.spiral_n_null_tsne)):
         if method == "tsne" and not cfg.tsne:
             continue
-        if method == "tsne" and len(ll) < cfg.tsne_min_snapshots:
+        if method == "tsne" and min(len(ll), after) < cfg.tsne_min_snapshots:  # the drawn and the tested map
             notes.append(
                 f"t-SNE map not drawn: fewer than {cfg.tsne_min_snapshots} snapshots (with few points the perplexity "
                 "must be tiny and the map says nothing about neighbourhoods)"
@@ -199,7 +199,13 @@ def _spirals(
         spiral = None
         if after >= 3:
             test = spiral_test(
-                ll, method, n_null, cfg.seed, n_bytes, perplexity=cfg.tsne_perplexity, steps=steps,
+                ll,
+                method,
+                n_null,
+                cfg.seed,
+                n_bytes,
+                perplexity=cfg.tsne_perplexity,
+                steps=steps,
                 warmup_steps=warmup,
             )
             spiral = {k: test.get(k) for k in SPIRAL_KEYS}
@@ -223,11 +229,16 @@ def _store_summary(
     sched = _warmup(store, cfg)
     warmup = sched["warmup_steps"]
     trajectory = len(steps) > 1  # one-snapshot stores get no trajectory notes (maps, fits, warm-up)
-    if trajectory and meta.get("warmup_steps") is None and cfg.warmup_step is None and (
-        cfg.fits_after_warmup or cfg.jumps_after_warmup
+    if (
+        trajectory
+        and meta.get("warmup_steps") is None
+        and cfg.warmup_step is None
+        and (cfg.fits_after_warmup or cfg.jumps_after_warmup)
     ):
         notes.append(f"warmup_steps not recorded: the first {warmup} steps are assumed to be warm-up")
-    min_t0 = cfg.fits_min_step if cfg.fits_min_step is not None else (warmup if cfg.fits_after_warmup else None)
+    min_t0 = (
+        cfg.fits_min_step if cfg.fits_min_step is not None else (warmup if cfg.fits_after_warmup else None)
+    )
     fit_kw = {"min_t0": min_t0, "full_window": cfg.full_windows}
     kl, se = kl_matrix(ll, n_bytes, return_se=True)
     rec = {
@@ -342,8 +353,9 @@ def _finetune_summary(
 
     flags = flagged(pairs, out["pair_kl"])
     random_pairs = [tuple(int(x) for x in p) for p in out["random_pairs"]]
-    random_kl = kl_paired(np.stack(rows)[[i for i, _ in random_pairs]],
-                          np.stack(rows)[[j for _, j in random_pairs]], n_bytes)
+    random_kl = kl_paired(
+        np.stack(rows)[[i for i, _ in random_pairs]], np.stack(rows)[[j for _, j in random_pairs]], n_bytes
+    )
     random_flags = flagged(random_pairs, random_kl)
     out["order_runs"] = _pairs_order(
         rows, pairs, out["pair_kl"], flags, random_pairs, random_kl, random_flags, factor, cfg
@@ -377,8 +389,12 @@ def _pairs_order(rows, pairs, pair_kl, flags, random_pairs, random_kl, random_fl
     small, left_small = units(pairs, pair_kl, flags)
     large, left_large = units(random_pairs, random_kl, random_flags)
     if not small or not large:
-        return {"holds": False, "reason": "every pair of one side is flagged beyond the checked range",
-                "n_left_out": left_small + left_large, "n_units": [len(small), len(large)]}
+        return {
+            "holds": False,
+            "reason": "every pair of one side is flagged beyond the checked range",
+            "n_left_out": left_small + left_large,
+            "n_units": [len(small), len(large)],
+        }
     res = order_test(small, large, seed=cfg.seed, level=cfg.level)
     res["n_left_out"] = left_small + left_large
     res["note"] = "random pairs share runs, so they are not independent units (as in the paper's Table 2)"
@@ -433,7 +449,9 @@ def _handled(stores: list, lls: list[np.ndarray], n_bytes: np.ndarray, cfg: Anal
 
 def _add_raw(rows: list[dict], stores: list, names: list[str], raw: list[np.ndarray], n_bytes, cfg) -> None:
     """Adds kl_raw_bits_per_byte / kl_raw_nats: each comparison pair on all texts, unclipped (side by side)."""
-    index = {n: (np.asarray(s.steps, dtype=np.int64), ll) for s, n, ll in zip(stores, names, raw, strict=True)}
+    index = {
+        n: (np.asarray(s.steps, dtype=np.int64), ll) for s, n, ll in zip(stores, names, raw, strict=True)
+    }
     for r in rows:
         (sa, la), (sb, lb) = index[r["a"]], index[r["b"]]
         a, b = la[np.flatnonzero(sa == r["step_a"])[0]], lb[np.flatnonzero(sb == r["step_b"])[0]]
@@ -461,20 +479,22 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
     """Computes every analysis number for the stores and writes summary.json, CSV tables and PNG figures.
 
     Per store: KL matrix with standard errors, consecutive KL, KL to the first snapshot (and to the parent
-    snapshot for a fine-tune), PCA and t-SNE maps each with its spiral test (|winding| against random walks
-    with the same step sizes), layer threads with their permutation test (if all of n_layers >= 2 layers are
-    stored), diffusion exponents in LL and weight space from the fits after warm-up with full windows, and the
-    bootstrap of c_LL < c_W. Across stores: the comparison table (fixed-lag consecutive pairs, seeds, sizes,
-    fine-tunes) with bootstrap intervals and domain parts, fine-tuned vs base against random pairs with
-    different roots, and the joint PCA and t-SNE maps. Everything is computed before anything is written,
-    each file atomically.
+    snapshot for a fine-tune), PCA and t-SNE maps each with its spiral test (|winding| against the sign-flipped
+    increments of the trajectory after warm-up), layer threads with their two tests (layer order; beyond a
+    random walk across layers), diffusion exponents in LL and weight space from the fits after warm-up with
+    full windows, and c_LL < c_W over blocks of start points. Across stores: the paper's outlier handling
+    (clip_quantile, jump_drop over the pretraining runs; raw KL kept beside), the comparison table
+    (fixed-lag consecutive pairs, seeds, sizes, fine-tunes) with BCa text-bootstrap intervals and domain
+    parts, fine-tuned vs base against random pairs (pairs of models as units), the KL scale (kl_scale) and
+    the joint PCA and t-SNE maps; "findings" states each in words. Everything is computed before anything is
+    written, each file atomically.
 
     Args:
         stores: TrajectoryStore-like objects over one probe set (one fingerprint), distinct meta["run"].
         out_dir: output folder, created if missing.
         config: AnalysisConfig (default: its defaults).
-        **options: AnalysisConfig fields overriding config (n_bytes_units, clip_quantile, drop_jump_fraction,
-            window, at_steps, tsne, n_boot, seed, ...).
+        **options: AnalysisConfig fields overriding config (n_bytes_units, clip_quantile, jump_drop, window,
+            at_steps, tsne, n_boot, seed, ...).
 
     Returns:
         The summary dict as written to summary.json (JSON-safe, NaN as None), with "options" (every choice
