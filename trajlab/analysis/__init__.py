@@ -22,7 +22,7 @@ from trajlab.analysis.exponent_order import bootstrap_exponent_order
 from trajlab.analysis.findings import findings
 from trajlab.analysis.kl import double_center, kl_matrix, kl_paired, prepare
 from trajlab.analysis.maps import classical_mds, embed, joint_maps
-from trajlab.analysis.order import holm, order_family, order_test
+from trajlab.analysis.order import holm, order_family, order_test, paired_order_test
 from trajlab.analysis.pairs import domain_split, fixed_lag_pairs
 from trajlab.analysis.scale import KLScale, kl_scale
 from trajlab.analysis.scale_figure import write_scale
@@ -39,6 +39,7 @@ from trajlab.analysis.tables import (
 from trajlab.analysis.threads import layer_map, layer_threads
 
 __all__ = [
+    "paired_order_test",
     "AnalysisConfig",
     "KLScale",
     "Trajectory",

@@ -22,7 +22,7 @@ from trajlab.analysis import simulate_walks as walks
 from trajlab.analysis.bootstrap import bootstrap_kl, bootstrap_order
 from trajlab.analysis.calibrate import spiral_test, thread_test
 from trajlab.analysis.exponent_order import bootstrap_exponent_order
-from trajlab.analysis.order import order_test
+from trajlab.analysis.order import order_test, paired_order_test
 
 ALPHA = 0.05
 K, N = 56, 256  # snapshots and texts of the trajectory cases (the toy's dense schedule)
@@ -46,6 +46,15 @@ def _order(n_small: int, n_large: int, two: bool) -> Callable[[np.random.Generat
         pairs = sim.two_distribution_pairs if two else sim.same_distribution_pairs
         small, large = pairs(rng, n_small, n_large)
         return bool(order_test(small, large, n_boot=20, seed=int(rng.integers(1 << 30)))["holds"])
+
+    return fn
+
+
+def _paired(effect: float) -> Callable[[np.random.Generator], bool]:
+    def fn(rng: np.random.Generator) -> bool:
+        run = rng.normal(1.0, 0.3, 6)  # a run effect shared by both values of a run (Early and Later of one run)
+        small, large = run * sim.lognormal_kls(rng, 6, 1.0, 0.17), run * sim.lognormal_kls(rng, 6, 1.0 + effect, 0.17)
+        return bool(paired_order_test(small, large, n_boot=20)["holds"])
 
     return fn
 
@@ -78,10 +87,14 @@ def _exponents(c_small: float, c_large: float) -> Callable[[np.random.Generator]
     return fn
 
 
-def _spiral(make: Callable, null: str = "signflip", method: str = "pca", n_null: int = 99) -> Callable:
+def _spiral(
+    make: Callable, null: str = "signflip", method: str = "pca", n_null: int = 99, any_verdict: bool = False
+) -> Callable:
     def fn(rng: np.random.Generator) -> bool:
         ll = make(rng)
         res = spiral_test(ll, method, n_null, int(rng.integers(1 << 30)), null=null)
+        if any_verdict:  # either direction (winds more or less) counts as firing
+            return res["verdict"] != "not distinguishable"
         return bool(res["p_value"] < ALPHA)
 
     return fn
@@ -119,6 +132,10 @@ CASES: tuple[Case, ...] = (
          1000),
     Case("order-texts-only-4v4", "bootstrap_order (texts only, runs fixed)", "reference",
          "4 vs 4 pairs from one distribution, 256 texts", _text_bootstrap(4, 4), None, 0, 300),
+    Case("paired-same", "paired_order_test (sign flip within 6 runs)", "false positive",
+         "6 runs, both values from one distribution, run effects CV 30%", _paired(0.0), 0.10, 100, 1000),
+    Case("paired-two", "paired_order_test (sign flip within 6 runs)", "power",
+         "6 runs, the larger value 2x the smaller on average", _paired(1.0), 0.8, 60, 1000),
     Case("kl-bca-normal", "bootstrap_kl BCa 95%", "coverage", "256 texts, normal differences", _coverage("normal"),
          0.93, 150, 2000),
     Case("kl-bca-t5", "bootstrap_kl BCa 95%", "coverage", "256 texts, t5 differences", _coverage("t5"), 0.88, 150,
@@ -131,6 +148,8 @@ CASES: tuple[Case, ...] = (
          "exponents 0.5 vs 1.0", _exponents(0.5, 1.0), 0.8, 40, 200),
     Case("spiral-isotropic", SPIRAL, "false positive", f"isotropic walk, K={K}, N={N}", _spiral(_iso), 0.10, 40,
          300),
+    Case("spiral-isotropic-either", "spiral_test PCA, sign-flip null, either direction", "false positive",
+         "isotropic walk: any verdict but 'not distinguishable'", _spiral(_iso, any_verdict=True), 0.10, 40, 300),
     Case("spiral-aniso-1", SPIRAL, "false positive", "anisotropic walk, eigenvalues ~1/k", _spiral(_aniso1),
          0.10, 40, 300),
     Case("spiral-aniso-2", SPIRAL, "false positive", "anisotropic walk, eigenvalues ~1/k^2", _spiral(_aniso2),
