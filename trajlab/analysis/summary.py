@@ -18,14 +18,14 @@ from trajlab.analysis.diffusion import diffusion_exponents, pairwise_sq_dist, su
 from trajlab.analysis.exclude import apply_exclusions
 from trajlab.analysis.exponent_order import bootstrap_exponent_order
 from trajlab.analysis.findings import findings
-from trajlab.analysis.kl import kl_matrix, kl_paired, kl_unit_factor, prepare
+from trajlab.analysis.finetune import finetune_summary, kl_to_parent
+from trajlab.analysis.kl import kl_matrix
 from trajlab.analysis.maps import embed, joint_maps
-from trajlab.analysis.order import order_test
+from trajlab.analysis.outliers import add_raw, handle_outliers, warmup_of
 from trajlab.analysis.outputs import write_summary
-from trajlab.analysis.pairs import has_parent, mean_tokens, resolve_schedule, root_of
 from trajlab.analysis.scale import kl_scale
 from trajlab.analysis.scale_figure import write_scale
-from trajlab.analysis.tables import Trajectory, comparison_table, finetune_vs_base, lineage_pairs
+from trajlab.analysis.tables import Trajectory, comparison_table
 from trajlab.analysis.threads import layer_map, layer_threads
 
 SPIRAL_KEYS = (
@@ -91,13 +91,6 @@ def _domains(stores: list, kept: np.ndarray) -> list[str] | None:
         if d is not None and len(d) == len(kept):
             return [str(x) for x, k in zip(d, kept, strict=True) if k]
     return None
-
-
-def _warmup(store, cfg: AnalysisConfig) -> dict:
-    sched = resolve_schedule(store.meta, np.asarray(store.steps), cfg.assumed_warmup_fraction)
-    if cfg.warmup_step is not None:
-        sched["warmup_steps"] = int(cfg.warmup_step)
-    return sched
 
 
 def _weight_space(store, window: int, notes: list[str], fit_kw: dict) -> dict | None:
@@ -226,7 +219,7 @@ def _store_summary(
     steps = np.asarray(store.steps, dtype=np.int64)
     meta = store.meta
     notes: list[str] = []
-    sched = _warmup(store, cfg)
+    sched = warmup_of(store, cfg)
     warmup = sched["warmup_steps"]
     trajectory = len(steps) > 1  # one-snapshot stores get no trajectory notes (maps, fits, warm-up)
     if (
@@ -300,172 +293,6 @@ def _store_summary(
     return rec, {"kl": kl, "weight": weight}
 
 
-def _finetune_summary(
-    trajs: list[Trajectory], n_bytes: np.ndarray | None, cfg: AnalysisConfig, notes: list[str]
-) -> dict | None:
-    """Returns fine-tuned vs base over all runs' final snapshots plus the parents' snapshots.
-
-    Pairs: each child's final snapshot vs its parent snapshot. Random pairs: final snapshots of runs with
-    different lineage roots (parent snapshots that are not a run's final one are never drawn).
-    """
-    rows, labels, roots, tokens, pairs = [], [], [], [], []
-    metas = {t.name: t.meta for t in trajs}
-    n = trajs[0].ll.shape[1]
-
-    def index_of(t: Trajectory, step: int, root: str | None) -> int:
-        label = f"{t.name}@{step}"
-        if label not in labels:
-            labels.append(label)
-            rows.append(t.row(step))
-            roots.append(root)
-            tokens.append(mean_tokens(t.meta, n))
-        return labels.index(label)
-
-    for t in trajs:
-        index_of(t, int(t.steps[-1]), root_of(t.name, metas))
-    for t, parent, step in lineage_pairs(trajs):  # missing parents: noted by the comparison table
-        pairs.append((index_of(t, int(t.steps[-1]), None), index_of(parent, step, None)))
-    if not pairs:
-        return None
-    if len({r for r in roots if r is not None}) < 2:
-        notes.append(
-            "fine-tuned vs base: random pairs need final snapshots of runs with different lineage roots"
-        )
-        return None
-    out = finetune_vs_base(
-        np.stack(rows),
-        pairs,
-        n_bytes,
-        cfg.n_random,
-        cfg.seed,
-        roots=roots,
-        n_boot=cfg.n_boot,
-        level=cfg.level,
-    )
-    factor = kl_unit_factor(n_bytes, n)
-
-    def flagged(index_pairs, kls) -> list[bool | None]:
-        flags = []
-        for (i, j), v in zip(index_pairs, kls, strict=True):
-            known = [tk for tk in (tokens[i], tokens[j]) if tk]
-            flags.append(bool(v / factor / np.mean(known) > cfg.max_nats_per_token) if known else None)
-        return flags
-
-    flags = flagged(pairs, out["pair_kl"])
-    random_pairs = [tuple(int(x) for x in p) for p in out["random_pairs"]]
-    random_kl = kl_paired(
-        np.stack(rows)[[i for i, _ in random_pairs]], np.stack(rows)[[j for _, j in random_pairs]], n_bytes
-    )
-    random_flags = flagged(random_pairs, random_kl)
-    out["order_runs"] = _pairs_order(
-        rows, pairs, out["pair_kl"], flags, random_pairs, random_kl, random_flags, factor, cfg
-    )
-    return {
-        **out,
-        "models": labels,
-        "roots": roots,
-        "pair_labels": [(labels[a], labels[b]) for a, b in pairs],
-        "beyond_checked_range": flags,
-        "random_beyond_checked_range": random_flags,
-    }
-
-
-def _pairs_order(rows, pairs, pair_kl, flags, random_pairs, random_kl, random_flags, factor, cfg) -> dict:
-    """Returns order_test of fine-tune pair KLs < random pair KLs with pairs of runs as units.
-
-    Flagged pairs (beyond max_nats_per_token) are left out when cfg.exclude_flagged. With at most 100 pairs
-    in all, each unit carries its per-text differences (the interval resamples pairs, then texts).
-    """
-
-    def units(index_pairs, kls, fl):
-        keep = [k for k, f in enumerate(fl) if not (cfg.exclude_flagged and f)]
-        if len(pairs) + len(random_pairs) > 100:
-            return [float(kls[k]) for k in keep], len(fl) - len(keep)
-        return [
-            {"kl": float(kls[k]), "d": rows[index_pairs[k][0]] - rows[index_pairs[k][1]], "factor": factor}
-            for k in keep
-        ], len(fl) - len(keep)
-
-    small, left_small = units(pairs, pair_kl, flags)
-    large, left_large = units(random_pairs, random_kl, random_flags)
-    if not small or not large:
-        return {
-            "holds": False,
-            "reason": "every pair of one side is flagged beyond the checked range",
-            "n_left_out": left_small + left_large,
-            "n_units": [len(small), len(large)],
-        }
-    res = order_test(small, large, seed=cfg.seed, level=cfg.level)
-    res["n_left_out"] = left_small + left_large
-    res["note"] = "random pairs share runs, so they are not independent units (as in the paper's Table 2)"
-    return res
-
-
-def is_pretraining(meta: dict) -> bool:
-    """True for a pretraining run: no lineage parent and not a quantized copy (the paper clips only those)."""
-    return not has_parent(meta) and not meta.get("quantization")
-
-
-def _handled(stores: list, lls: list[np.ndarray], n_bytes: np.ndarray, cfg: AnalysisConfig, notes: list[str]):
-    """Returns (lls, kept n_bytes, kept mask, record) after the paper's outlier handling.
-
-    As the authors' code: the pretraining runs' LL are clipped from below at the clip_quantile of all their
-    values; each text is scored by its largest |delta l| over all post-warm-up consecutive snapshots of those
-    runs (after clipping), and the top jump_drop of texts are dropped from every store; B is recomputed on the
-    rest. Fine-tunes and quantized copies are not clipped (their texts are dropped alike).
-    """
-    pre = [i for i, s in enumerate(stores) if is_pretraining(s.meta)]
-    rows = [np.asarray(s.steps) >= _warmup(s, cfg)["warmup_steps"] for s in stores]
-    if not cfg.jumps_after_warmup:
-        rows = [np.ones(len(r), dtype=bool) for r in rows]
-    drop = cfg.jump_drop
-    if drop is not None and not any(rows[i].sum() >= 2 for i in pre):
-        if drop > 0 and any(len(s.steps) > 1 for s in stores):
-            notes.append("outliers: no pretraining run has 2 snapshots after warm-up; no texts dropped")
-        drop = None
-    kept = np.ones(len(n_bytes), dtype=bool)
-    if pre:
-        cleaned, _, kept = prepare(
-            [lls[i] for i in pre],
-            n_bytes,
-            clip_quantile=cfg.clip_quantile,
-            drop_jump_fraction=drop,
-            jump_rows=[rows[i] for i in pre],
-        )
-        by_index = dict(zip(pre, cleaned, strict=True))
-        lls = [by_index[i] if i in by_index else ll[:, kept] for i, ll in enumerate(lls)]
-    record = {
-        "clip_quantile": cfg.clip_quantile,
-        "jump_drop": drop,
-        "clipped_runs": [str(stores[i].meta.get("run") or Path(stores[i].path).stem) for i in pre],
-        "n_dropped": int((~kept).sum()),
-        "dropped": np.flatnonzero(~kept).tolist(),
-        "dropped_domains": None,
-        "rule": "clip at the pooled quantile of the pretraining runs, then drop the texts with the largest "
-        "post-warm-up consecutive jump; B recomputed on the kept texts (the authors' code)",
-    }
-    return lls, np.asarray(n_bytes)[kept], kept, record
-
-
-def _add_raw(rows: list[dict], stores: list, names: list[str], raw: list[np.ndarray], n_bytes, cfg) -> None:
-    """Adds kl_raw_bits_per_byte / kl_raw_nats: each comparison pair on all texts, unclipped (side by side)."""
-    index = {
-        n: (np.asarray(s.steps, dtype=np.int64), ll) for s, n, ll in zip(stores, names, raw, strict=True)
-    }
-    for r in rows:
-        (sa, la), (sb, lb) = index[r["a"]], index[r["b"]]
-        a, b = la[np.flatnonzero(sa == r["step_a"])[0]], lb[np.flatnonzero(sb == r["step_b"])[0]]
-        r["kl_raw_nats"] = float(kl_paired(a, b)[0])
-        r["kl_raw_bits_per_byte"] = float(kl_paired(a, b, n_bytes)[0]) if cfg.n_bytes_units else None
-
-
-def _kl_to_parent(runs: dict, trajs: list[Trajectory], nb: np.ndarray | None) -> None:
-    """Adds each child's KL to its parent snapshot, one value per child snapshot."""
-    for t, parent, step in lineage_pairs(trajs):
-        kl = kl_paired(t.ll, np.broadcast_to(parent.row(step), t.ll.shape), nb)
-        runs[t.name]["kl_to_parent"] = {"parent": parent.name, "step": step, "kl": kl}
-
-
 def _restricted_meta(meta: dict, kept: np.ndarray) -> dict:
     """Store meta with scoring n_tokens restricted to the kept texts (per-token KL of the table)."""
     meta = dict(meta)
@@ -512,7 +339,7 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
         raise ValueError(f"out_dir {out} exists and is not a folder; pass a folder path")
     metas = [s.meta for s in stores]
     raw_lls = lls
-    lls, kept_bytes, kept, outliers = _handled(stores, lls, all_bytes, cfg, notes)
+    lls, kept_bytes, kept, outliers = handle_outliers(stores, lls, all_bytes, cfg, notes)
     nb = kept_bytes if cfg.n_bytes_units else None
     units = "bits/byte" if cfg.n_bytes_units else "nats/text"
     runs, arrays = {}, {}
@@ -527,16 +354,16 @@ def analyze(stores, out_dir, config: AnalysisConfig | None = None, **options) ->
         Trajectory(n, np.asarray(s.steps, dtype=np.int64), ll, _restricted_meta(m, kept))
         for s, n, ll, m in zip(stores, names, unclipped, metas, strict=True)
     ]
-    _kl_to_parent(runs, unclipped_trajs, nb)
+    kl_to_parent(runs, unclipped_trajs, nb)
     domains = _domains(stores, kept)
     all_domains = _domains(stores, np.ones(len(kept), dtype=bool))
     if all_domains is not None:
         outliers["dropped_domains"] = [all_domains[i] for i in outliers["dropped"]]
-    ft = _finetune_summary(unclipped_trajs, nb, cfg, notes)
+    ft = finetune_summary(unclipped_trajs, nb, cfg, notes)
     kw = {"config": cfg, "domains": domains}
     comparison = comparison_table(trajs, kept_bytes, **kw, notes=notes, kinds=("consecutive", "seed", "size"))
     comparison += comparison_table(unclipped_trajs, kept_bytes, **kw, kinds=("finetune",))
-    _add_raw(comparison, stores, names, raw_lls, all_bytes, cfg)
+    add_raw(comparison, stores, names, raw_lls, all_bytes, cfg)
     scale = kl_scale(stores, config=cfg)  # raw LL: it handles outliers per comparison itself
     summary = {
         "units": units,
