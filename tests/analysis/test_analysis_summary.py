@@ -251,3 +251,13 @@ def test_too_short_runs_say_why_they_have_no_exponent(result):
     assert any("diffusion: no start at or after step 1 has a full window of 10" in n for n in notes)
     assert result[0]["runs"]["ft"]["figures"] == ["map_ft.png"]  # no diffusion figure of empty axes
     assert "diffusion_base.png" in result[0]["runs"]["base"]["figures"]
+
+
+def test_finetune_order_csv_names_its_units(result):
+    summary, out = result
+    with open(out / "finetune_order.csv") as f:
+        rows = {r["unit"]: r for r in csv.DictReader(f)}
+    assert set(rows) <= {"pairs of runs", "texts (runs fixed)"} and "texts (runs fixed)" in rows
+    o = summary["finetune_vs_base"]["order"]
+    assert float(rows["texts (runs fixed)"]["p_value"]) == pytest.approx(o["p_value"])
+    assert float(rows["texts (runs fixed)"]["min_p"]) == pytest.approx(1 / (1 + o["n_boot"]))

@@ -245,12 +245,18 @@ def _write_tables(out: Path, summary: dict, names: list[str]) -> list[str]:
             ["group", "median", "mean", "sd", "n"],
             [[g, *fvb[g].values()] for g in ("pairs", "random")],
         )
-        if fvb.get("order") is not None:
-            o = fvb["order"]
+        orders = [(fvb.get("order_runs"), "pairs of runs"), (fvb.get("order"), "texts (runs fixed)")]
+        rows = [
+            [unit, o.get("test"), o.get("smaller"), o.get("larger"), o.get("diff"), o.get("lo"), o.get("hi"),
+             o.get("p_value"), o.get("min_p"), o.get("holds"), o.get("reason")]
+            for o, unit in orders if o is not None
+        ]  # fmt: skip
+        if rows:
             tables["finetune_order.csv"] = (
-                ["mean_pairs", "mean_random", "diff", "ci_lo", "ci_hi", "p_value", "n_boot"],
-                [[o["smaller"], o["larger"], o["diff"], o["lo"], o["hi"], o["p_value"], o["n_boot"]]],
-            )
+                ["unit", "test", "mean_pairs", "mean_random", "diff", "ci_lo", "ci_hi", "p_value", "min_p", "holds",
+                 "reason"],
+                rows,
+            )  # fmt: skip
     for fname, (header, rows) in tables.items():
         write_atomic(out / fname, _csv_text(header, rows))
     return list(tables)
