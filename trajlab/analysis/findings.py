@@ -42,6 +42,9 @@ def _num(x, digits: int = 3) -> str:
 def _row(
     fid: str, title: str, unit: str, n, test: str, p, min_p, verdict: str, holds, section: str, value: str
 ) -> dict:
+    """One finding; holds is None (open) when the design cannot reach p < 0.05: no verdict either way."""
+    if holds is False and min_p is not None and not math.isnan(min_p) and min_p >= ALPHA:
+        holds = None
     return {
         "id": fid,
         "title": title,
@@ -214,7 +217,9 @@ def _order_row(fid: str, title: str, o: dict, section: str) -> dict:
 
 
 def findings(summary: dict) -> list[dict]:
-    """Returns the findings of an analyze() summary as rows (see the module docstring)."""
+    """Returns the findings of an analyze() summary as rows (see the module docstring): holds True (the test
+    supports the finding), False (tested, not supported) or None (no test, or a design that cannot reach
+    p < 0.05)."""
     rows = []
     for o in (summary.get("kl_scale") or {}).get("orderings") or []:
         rows.append(
