@@ -75,6 +75,9 @@ What the cases are (generators in `trajlab/analysis/simulate.py` and `simulate_w
 - Spirals: 56 snapshots in 256 text dimensions: isotropic, anisotropic (increment covariance eigenvalues
   ~1/k, ~1/k^2), an early transient, drift (no effect), and a 2.5-turn spiral plus noise (effect); the
   sign-flip null keeps the observed increments and flips their signs.
+- t-SNE: the same walks, fewer snapshots' worth of cost (each null walk is a t-SNE run). A fixed early move
+  is neither symmetric nor independent, so sign flips cannot mimic it: `analyze` leaves the snapshots before
+  warm-up out of every spiral test, and the "-warmup" row measures the test as `analyze` runs it.
 - Layers: 7 layer states of 4 snapshots: random walks across layers and i.i.d. layers (no thread beyond a
   walk), layers on a line plus noise (effect).
 """

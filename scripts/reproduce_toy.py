@@ -17,7 +17,7 @@ Design (every choice fixed here before the run, written to results.json; never t
   pools Early / Later over its five sizes): with 3 runs per side a permutation over runs cannot go below
   p = 0.05. small runs and the other families score every lens row once, at their final step.
 - Fine-tunes: continued pretraining of each tiny seed (and of family B) for 30% of the pretraining steps at the
-  full peak lr, on a mixture that moves weight to another domain (A: docs 10% -> 60%; B: Shakespeare 30% ->
+  full peak lr, on a mixture that moves weight to another domain (A: docs 10% -> 50%; B: Shakespeare 30% ->
   70%); lineage parent = the base's final snapshot. Sized from reasoning, not from these runs: 15 steps at 10%
   of the peak (the previous design) gave KL 0.018 against seeds ~0.2; KL grows at least like (lr x steps)^0.8,
   so 48x more lr x steps gives >= 0.4, the paper's fine-tune / seed ratio (~4).
@@ -65,9 +65,9 @@ from reproduce_toy_findings import findings, write_doc
 MIX = {
     "A": {"shakespeare": 0.6, "bible": 0.3, "docs": 0.1},
     "B": {"shakespeare": 0.3, "bible": 0.5, "docs": 0.2},
-    "B2": {"shakespeare": 0.2, "bible": 0.2, "docs": 0.6},
+    "B2": {"shakespeare": 0.3, "bible": 0.2, "docs": 0.5},  # docs <= 0.5: its held-out pool has 128 of 256
     "C": {"shakespeare": 0.4, "bible": 0.2, "docs": 0.4},
-    "A-ft": {"shakespeare": 0.2, "bible": 0.2, "docs": 0.6},  # A's mixture with weight moved to docs
+    "A-ft": {"shakespeare": 0.3, "bible": 0.2, "docs": 0.5},  # A's with weight moved to docs (pool: <= 0.5)
     "B-ft": {"shakespeare": 0.7, "bible": 0.2, "docs": 0.1},  # B's with weight moved to Shakespeare
 }
 

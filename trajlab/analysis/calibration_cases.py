@@ -88,11 +88,18 @@ def _exponents(c_small: float, c_large: float) -> Callable[[np.random.Generator]
 
 
 def _spiral(
-    make: Callable, null: str = "signflip", method: str = "pca", n_null: int = 99, any_verdict: bool = False
+    make: Callable,
+    null: str = "signflip",
+    method: str = "pca",
+    n_null: int = 99,
+    any_verdict: bool = False,
+    warmup: int | None = None,
 ) -> Callable:
     def fn(rng: np.random.Generator) -> bool:
         ll = make(rng)
-        res = spiral_test(ll, method, n_null, int(rng.integers(1 << 30)), null=null)
+        steps = None if warmup is None else np.arange(len(ll))  # snapshots before `warmup` left out
+        res = spiral_test(ll, method, n_null, int(rng.integers(1 << 30)), null=null, steps=steps,
+                          warmup_steps=warmup)
         if any_verdict:  # either direction (winds more or less) counts as firing
             return res["verdict"] != "not distinguishable"
         return bool(res["p_value"] < ALPHA)
@@ -163,10 +170,18 @@ CASES: tuple[Case, ...] = (
          "anisotropic walk, eigenvalues ~1/k^2", _spiral(_aniso2, "gaussian"), None, 0, 200),
     Case("spiral-gaussian-transient", "spiral_test PCA, isotropic Gaussian null (the old one)", "reference",
          "walk with an early transient", _spiral(_transient, "gaussian"), None, 0, 200),
+    Case("spiral-tsne-isotropic", "spiral_test t-SNE, sign-flip null", "false positive", "isotropic walk",
+         _spiral(_iso, method="tsne", n_null=24), 0.10, 0, 40),
+    Case("spiral-tsne-aniso-1", "spiral_test t-SNE, sign-flip null", "false positive",
+         "anisotropic walk, eigenvalues ~1/k", _spiral(_aniso1, method="tsne", n_null=24), 0.10, 0, 40),
     Case("spiral-tsne-transient", "spiral_test t-SNE, sign-flip null", "false positive",
-         "walk with an early transient", _spiral(_transient, method="tsne", n_null=24), 0.10, 0, 8),
+         "walk with an early transient, every snapshot tested", _spiral(_transient, method="tsne", n_null=24),
+         0.10, 0, 40),
+    Case("spiral-tsne-transient-warmup", "spiral_test t-SNE, sign-flip null, warm-up left out (as analyze does)",
+         "false positive", "walk with an early transient; the first 20% of snapshots left out",
+         _spiral(_transient, method="tsne", n_null=24, warmup=K // 5), 0.10, 0, 40),
     Case("spiral-tsne-clean", "spiral_test t-SNE, sign-flip null", "power", "2.5-turn spiral",
-         _spiral(_spiral_data, method="tsne", n_null=24), 0.8, 0, 8),
+         _spiral(_spiral_data, method="tsne", n_null=24), 0.8, 0, 40),
     Case("threads-walk-rw", WALK, "false positive", f"random-walk layers ({N_LAYERS} states, {K_LAYERS} snapshots)",
          _threads(_rw_layers, "walk_p_less"), 0.10, 40, 300),
     Case("threads-walk-iid", WALK, "false positive", "i.i.d. layers", _threads(_iid_layers, "walk_p_less"), 0.10,
