@@ -32,6 +32,7 @@ Design (every choice fixed here before the run, written to results.json; never t
     python scripts/reproduce_toy.py --out DIR               # the full design (estimate: ~35 min on 2 cores)
     python scripts/reproduce_toy.py --out DIR --quick       # the same pipeline, small (minutes)
     python scripts/reproduce_toy.py --out DIR --write-doc   # also writes docs/reproduction.md
+    python scripts/reproduce_toy.py --out DIR --doc-only    # the doc again from DIR/results.json
 
 DIR/results.json holds the scale, every ordering with its unit, n, test, p, smallest reachable p and verdict,
 the spiral and thread tests per dense seed, the design, the machine and the wall time. A rerun reuses finished
@@ -286,7 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="runs trained at once, one torch thread each (default: min(2, CPU cores)); 1: in-process")
     ap.add_argument("--write-doc", action="store_true", help="write docs/reproduction.md from this run")
+    ap.add_argument("--doc-only", action="store_true",
+                    help="rewrite docs/reproduction.md from DIR/results.json of a finished run (no training)")
     args = ap.parse_args(argv)
+    if args.doc_only:
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        print(f"wrote {write_doc(results, ROOT / 'docs' / 'reproduction.md')} from {Path(args.out) / 'results.json'}")
+        return 0
     if args.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
     d = QUICK if args.quick else Design()

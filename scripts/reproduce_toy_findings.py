@@ -173,7 +173,7 @@ def write_doc(results: dict, path: Path) -> Path:
                           for n, e in results["exponents"].items()) + "."]
     lines += ["", "## Spiral and layer threads, per dense seed", ""]
     for f in results["findings"]:
-        if f["section"].startswith("run-"):
+        if f["id"].startswith(("spiral-", "layer-")):
             lines.append(f"- {f['title']} {f['verdict']}; {f['value']}; unit: {f['unit']}, n = {f['n']},"
                          f" test: {f['test']}, {fmt_p(f['p_value'], f['min_p'])}.")
     lines += ["", "## Design", "", *design_lines(results), ""]
