@@ -100,10 +100,10 @@ class AnalysisConfig:
             v = getattr(self, name)
             if v is not None and not 0 <= v < 1:
                 raise ValueError(f"analysis option {name} must be in [0, 1) or None, got {v!r}")
-        for name in ("warmup_step", "fits_min_step", "scale_intervals"):
+        for name, least in (("warmup_step", 0), ("fits_min_step", 0), ("scale_intervals", 1)):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise ValueError(f"analysis option {name} must be a non-negative integer or None, got {v!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
+                raise ValueError(f"analysis option {name} must be an integer >= {least} or None, got {v!r}")
         if not 0 < self.level < 1:
             raise ValueError(f"analysis option level must be in (0, 1), got {self.level!r}")
         if not 0 < self.lag_fraction < 1 or not all(0 <= f <= 1 for f in self.target_fractions):
