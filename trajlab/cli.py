@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("trajlab.store.merge:merge_main", "merge stores of one model (e.g. shards) into one"),
     "analyze": ("trajlab.report.commands:analyze_main", "summary.json, CSV tables and PNG figures of stores"),
     "report": ("trajlab.report.commands:report_main", "one self-contained report.html of runs or stores"),
-    "demo": ("trajlab.report.demo:main", "the main job: pretrain, fine-tune, quantize, import a real model, analyse, report"),
+    "demo": ("trajlab.report.demo:main", "the main job: pretrain, fine-tune, quantize, import, analyse, report"),
 }
 
 
