@@ -38,7 +38,7 @@ def write_config(path: Path) -> Path:
         },
         {
             "class_path": "trajlab.record.callback.TrajectoryCallback",
-            "init_args": {"schedule": "every:2", "layers": "all", "weights": "sketch", "window": 2},
+            "init_args": {"record": {"schedule": "every:2", "layers": "all", "weights": "sketch", "window": 2}},
         },
     ]
     path.write_text(yaml.safe_dump(cfg))
