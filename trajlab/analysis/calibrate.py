@@ -158,6 +158,14 @@ def _two_sided(observed: float, null: np.ndarray, exact: bool) -> tuple[float, f
     return (1 + more) / (1 + n), (1 + less) / (1 + n), 1.0 / (1 + n)
 
 
+def _verdict(first: tuple[float, str], second: tuple[float, str], neither: str) -> str:
+    """The words of a test read in two directions, each one-sided at 0.05: the first that fires, else neither."""
+    for p, words in (first, second):
+        if p < 0.05:
+            return words
+    return neither
+
+
 def spiral_test(
     ll: np.ndarray,
     method: str = "pca",
@@ -242,12 +250,9 @@ def spiral_test(
             pts = random_walk_points(sizes, n - 1, rng)
             turns[i] = abs(winding(_pca2(pts) if method == "pca" else _tsne2(pts, perp, max_iter)))
     p_more, p_less, min_p = _two_sided(observed, turns, exact)
-    if p_more < 0.05:
-        verdict = "spiral beyond the null"
-    elif p_less < 0.05:
-        verdict = "winds less than the null"
-    else:
-        verdict = "not distinguishable"
+    verdict = _verdict(
+        (p_more, "spiral beyond the null"), (p_less, "winds less than the null"), "not distinguishable"
+    )
     return {
         "method": method,
         "null": null,
@@ -357,12 +362,11 @@ def thread_test(
     walk_null = _walk_scores(gram, sign_patterns(m - 1, n_walk, rng, walk_exact))
     walk_obs = _walk_scores(gram, np.ones((1, m - 1)))[0]  # equals thread_score up to rounding
     walk_p_more, walk_p_less, walk_min_p = _two_sided(walk_obs, walk_null, walk_exact)
-    if walk_p_less < 0.05:
-        verdict_walk = "more thread-like than a random walk across layers"
-    elif walk_p_more < 0.05:
-        verdict_walk = "less thread-like than a random walk across layers"
-    else:
-        verdict_walk = "not distinguishable from a random walk across layers"
+    verdict_walk = _verdict(
+        (walk_p_less, "more thread-like than a random walk across layers"),
+        (walk_p_more, "less thread-like than a random walk across layers"),
+        "not distinguishable from a random walk across layers",
+    )
     notes = []
     if min_p >= 0.05:
         notes.append(
